@@ -1,0 +1,28 @@
+# Two entry points, each self-sufficient on a fresh machine:
+#   make run   creates .venv, installs seminal, reproduces every implemented claim (quick preset), builds the report
+#   make test  creates .venv, installs seminal with test tools, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[rl,dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/seminal reproduce --all --preset quick --jobs 2; status=$$?; \
+	$(BIN)/seminal report; exit $$status
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs report

@@ -1,0 +1,3 @@
+from seminal.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Typed configs: presets, `--set key=value` overrides and field documentation.
+
+A paper's `Config` is a frozen dataclass. Each field carries a docstring (a string literal on the line
+after it), which `field_docs` reads from the source so that `seminal show` can print it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import json
+import textwrap
+import types
+import typing
+from typing import Any, Literal, Union
+
+from seminal.core.errors import SeminalError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def coerce(text: str, typ: Any, key: str = "value") -> Any:
+    """Parse `text` as a value of type `typ`, or raise SeminalError naming the expected type."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    try:
+        if typ is bool:
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if typ is int:
+            number = float(text)  # accepts 1e5 and 100_000
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if typ in (float, str):
+            return typ(text)
+        if origin is Literal:
+            for option in args:
+                if str(option) == text:
+                    return option
+            raise SeminalError(f"{key}={text!r}: expected one of {', '.join(map(str, args))}")
+        if origin in (Union, types.UnionType):
+            non_none = [a for a in args if a is not type(None)]
+            if type(None) in args and text.strip().lower() in {"none", "null", ""}:
+                return None
+            for option in non_none:
+                try:
+                    return coerce(text, option, key)
+                except SeminalError:
+                    continue
+            raise ValueError
+        if origin in (tuple, list):
+            parts = [p for p in text.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",")]
+            parts = [p.strip() for p in parts if p.strip()]
+            if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+                item_types = [args[0]] * len(parts)
+            elif origin is tuple:
+                if len(parts) != len(args):
+                    raise SeminalError(f"{key}={text!r}: expected {len(args)} comma-separated values")
+                item_types = list(args)
+            else:
+                item_types = [args[0] if args else str] * len(parts)
+            values = [coerce(p, t, key) for p, t in zip(parts, item_types)]
+            return tuple(values) if origin is tuple else values
+    except SeminalError:
+        raise
+    except (ValueError, TypeError):
+        pass
+    else:
+        if origin is None and typ not in (bool, int, float, str):
+            raise SeminalError(f"{key}: this field's type {typ!r} cannot be set from the command line")
+    name = getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
+    raise SeminalError(f"{key}={text!r}: expected a value of type {name}")
+
+
+def apply_overrides(cfg: Any, pairs: list[str] | None) -> Any:
+    """Return a copy of the frozen dataclass `cfg` with `key=value` pairs applied (typed, checked)."""
+    if not pairs:
+        return cfg
+    types_ = field_types(type(cfg))
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SeminalError(f"--set {pair!r}: write it as key=value, e.g. --set lr=0.01")
+        key, text = pair.split("=", 1)
+        key = key.strip()
+        if key not in types_:
+            close = difflib.get_close_matches(key, list(types_), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise SeminalError(
+                f"unknown config key '{key}'{hint}; valid keys: {', '.join(types_)}"
+            )
+        changes[key] = coerce(text, types_[key], key)
+    new = dataclasses.replace(cfg, **changes)
+    validate = getattr(new, "validate", None)
+    if callable(validate):
+        validate()
+    return new
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-friendly dict of a config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config from `to_dict` output, restoring tuples; unknown keys are an error."""
+    types_ = field_types(cls)
+    unknown = set(data) - set(types_)
+    if unknown:
+        raise SeminalError(f"config.json has keys this version does not know: {sorted(unknown)}")
+    values = {}
+    for key, value in data.items():
+        if isinstance(value, list) and typing.get_origin(types_[key]) is tuple:
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        values[key] = value
+    return cls(**values)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass, read from its source ("" where there is none)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            doc = ""
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                doc = " ".join(nxt.value.value.split())
+            docs[node.target.id] = doc
+    return docs
