@@ -25,12 +25,17 @@ def cache_dir() -> Path:
 
 
 def data_search_path() -> list[Path]:
-    """Folders searched for local dataset copies, in order (each holds one sub-folder per dataset)."""
+    """Folders searched for local dataset copies, in order (each holds one sub-folder per dataset).
+
+    SEMINAL_DATA_STRICT=1 searches only $SEMINAL_DATA and the cache (tests; pinning an exact copy).
+    """
     roots: list[Path] = []
     if os.environ.get("SEMINAL_DATA"):
         roots += [Path(p) for p in os.environ["SEMINAL_DATA"].split(os.pathsep) if p]
-    roots += [PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
-    roots += [Path("/usr/share/datasets"), cache_dir() / "data"]
+    if os.environ.get("SEMINAL_DATA_STRICT", "") not in ("1", "true"):  # strict: only $SEMINAL_DATA + cache
+        roots += [PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+        roots += [Path("/usr/share/datasets")]
+    roots += [cache_dir() / "data"]
     seen, out = set(), []
     for r in roots:
         key = str(r.resolve()) if r.exists() else str(r)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from seminal.core.config import apply_overrides, coerce, field_docs, from_dict, to_dict
+from seminal.core.errors import SeminalError
+
+
+@dataclass(frozen=True)
+class Toy:
+    lr: float = 0.1
+    """Learning rate."""
+    epochs: int = 3
+    """Passes."""
+    act: Literal["relu", "tanh"] = "relu"
+    sizes: tuple[int, ...] = (4, 4)
+    flag: bool = False
+    limit: int | None = None
+
+
+def test_coerce_types():
+    assert coerce("0.5", float) == 0.5
+    assert coerce("1e5", int) == 100000 and isinstance(coerce("1e5", int), int)
+    assert coerce("100_000", int) == 100000
+    assert coerce("true", bool) is True and coerce("0", bool) is False
+    assert coerce("tanh", Literal["relu", "tanh"]) == "tanh"
+    assert coerce("8,16,32", tuple[int, ...]) == (8, 16, 32)
+    assert coerce("none", int | None) is None and coerce("7", int | None) == 7
+
+
+@pytest.mark.parametrize("text,typ", [("abc", float), ("2.5", int), ("maybe", bool), ("gelu", Literal["relu", "tanh"]),
+                                      ("1,x", tuple[int, ...])])
+def test_coerce_rejects_bad_values(text, typ):
+    with pytest.raises(SeminalError):
+        coerce(text, typ)
+
+
+def test_overrides_apply_and_keep_original():
+    base = Toy()
+    new = apply_overrides(base, ["lr=0.01", "sizes=1,2,3", "flag=yes"])
+    assert (new.lr, new.sizes, new.flag) == (0.01, (1, 2, 3), True)
+    assert base.lr == 0.1  # frozen original untouched
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(SeminalError, match="did you mean 'epochs'"):
+        apply_overrides(Toy(), ["epoch=3"])
+
+
+def test_override_needs_equals():
+    with pytest.raises(SeminalError, match="key=value"):
+        apply_overrides(Toy(), ["lr"])
+
+
+def test_dict_round_trip_restores_tuples():
+    cfg = Toy(sizes=(1, 2))
+    assert from_dict(Toy, to_dict(cfg)) == cfg
+
+
+def test_field_docs_read_from_source():
+    docs = field_docs(Toy)
+    assert docs["lr"] == "Learning rate." and docs["epochs"] == "Passes." and docs["act"] == ""

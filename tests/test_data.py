@@ -1,0 +1,125 @@
+"""Data layer: IDX and CIFAR parsing on tiny files the tests write, checksums, discovery and errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from conftest import write_idx
+from seminal.core.errors import SeminalError
+from seminal.data import MNIST, parse_cifar_batch, parse_idx
+from seminal.data.store import DataFile, Dataset, locate, read_verified, verify
+from seminal.data.vision import _idx_split, load_cifar10
+
+
+def _tiny_mnist(folder, n_train=12, n_test=5):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    files, arrays = [], {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+            name = f"{prefix}-{kind}-ubyte.gz"
+            content = write_idx(folder / name, arr)
+            files.append(DataFile(name, hashlib.sha256(content).hexdigest(), len(content)))
+        arrays[prefix] = (images, labels)
+    return dataclasses.replace(MNIST, files=tuple(files), urls=()), arrays
+
+
+def test_parse_idx_round_trip(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    content = write_idx(tmp_path / "x.gz", arr)
+    np.testing.assert_array_equal(parse_idx(content), arr)
+
+
+def test_parse_idx_rejects_truncation_and_bad_magic(tmp_path):
+    content = write_idx(tmp_path / "x.gz", np.zeros((2, 3), np.uint8))
+    with pytest.raises(SeminalError, match="IDX header says"):
+        parse_idx(content[:-1])
+    with pytest.raises(SeminalError, match="not an IDX"):
+        parse_idx(b"\x01\x02" + content[2:])
+
+
+def test_loader_reads_tiny_mnist_from_seminal_data(isolated_cache):
+    spec, arrays = _tiny_mnist(isolated_cache / "data" / "mnist")
+    folder = locate(spec)
+    assert folder == isolated_cache / "data" / "mnist"
+    images, labels = _idx_split(spec, "train", folder)
+    np.testing.assert_array_equal(images, arrays["train"][0])
+    np.testing.assert_array_equal(labels, arrays["train"][1].astype(np.int64))
+    assert labels.dtype == np.int64
+    assert all(status == "ok" for _, status in verify(spec, folder))
+
+
+def test_corrupt_file_is_an_error_not_garbage(isolated_cache):
+    spec, _ = _tiny_mnist(isolated_cache / "data" / "mnist")
+    path = isolated_cache / "data" / "mnist" / "train-images-idx3-ubyte.gz"
+    import gzip
+
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[100] ^= 0xFF  # one flipped pixel
+    path.write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(SeminalError, match="corrupt data file .*sha256"):
+        _idx_split(spec, "train", path.parent)
+    path.write_bytes(path.read_bytes()[:40])  # truncated gzip
+    with pytest.raises(SeminalError, match="corrupt data file"):
+        read_verified(path, spec.files[0])
+    assert any(status != "ok" for _, status in verify(spec, path.parent))
+
+
+def test_missing_dataset_offline_names_where_to_put_it(isolated_cache):
+    with pytest.raises(SeminalError, match=r"SEMINAL_DATA/mnist"):
+        locate(MNIST)
+
+
+def test_real_mnist_checksums_are_the_published_ones():
+    # The content SHA-256s in the spec are the published checksums of the official uncompressed files.
+    published = {
+        "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    }
+    specs = {f.name: f.content_sha256 for f in MNIST.files}
+    assert all(specs[k] == v for k, v in published.items())
+
+
+def test_cifar_binary_records(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 7, dtype=np.uint8)
+    pixels = rng.integers(0, 256, (7, 3, 32, 32), dtype=np.uint8)
+    record = np.concatenate([labels[:, None], pixels.reshape(7, -1)], axis=1)
+    images, got = parse_cifar_batch(record.tobytes())
+    np.testing.assert_array_equal(images, pixels)  # R plane, then G, then B, row-major
+    np.testing.assert_array_equal(got, labels)
+    with pytest.raises(SeminalError, match="whole number"):
+        parse_cifar_batch(record.tobytes()[:-5])
+    bad = record.copy()
+    bad[0, 0] = 11
+    with pytest.raises(SeminalError, match="outside 0..9"):
+        parse_cifar_batch(bad.tobytes())
+
+
+def test_cifar_loader_reads_binary_layout(tmp_path):
+    folder = tmp_path / "cifar10" / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    expected = {}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        rec = rng.integers(0, 256, (10000, 3073), dtype=np.uint8)
+        rec[:, 0] %= 10
+        (folder / name).write_bytes(rec.tobytes())
+        expected[name] = rec
+    images, labels = load_cifar10.__wrapped__("test", tmp_path / "cifar10")
+    assert images.shape == (10000, 3, 32, 32)
+    np.testing.assert_array_equal(labels, expected["test_batch.bin"][:, 0])
+    (folder / "test_batch.bin").write_bytes(expected["test_batch.bin"].tobytes()[:-3073])
+    with pytest.raises(SeminalError, match="corrupt data file"):
+        load_cifar10.__wrapped__("test", tmp_path / "cifar10")
+
+
+def test_unknown_split():
+    with pytest.raises(SeminalError, match="unknown split"):
+        _idx_split(Dataset("x", "X", "x", ()), "validation", None)
