@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import write_idx
+
 from seminal import cli
 from seminal.syllabus import SYLLABUS
 

@@ -7,8 +7,8 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from conftest import write_idx
+
 from seminal.core.errors import SeminalError
 from seminal.data import MNIST, parse_cifar_batch, parse_idx
 from seminal.data.store import DataFile, Dataset, locate, read_verified, verify

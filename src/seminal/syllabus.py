@@ -48,8 +48,10 @@ class Entry:
             )
         return importlib.import_module(self.module_name)
 
-    def result(self, results: Path | None = None) -> dict | None:
-        path = (results or results_dir()) / f"{self.slug}.json"
+    def result(self, results: Path | None = None, preset: str = "quick") -> dict | None:
+        """The record `seminal reproduce` wrote for this paper and preset, if any."""
+        name = f"{self.slug}.json" if preset == "quick" else f"{self.slug}.{preset}.json"
+        path = (results or results_dir()) / name
         if not path.exists():
             return None
         try:

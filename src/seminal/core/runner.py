@@ -174,13 +174,18 @@ def reproduce(
             )
             echo(f"  {entry.slug} seed {s['seed']}: {s['seconds']:.1f}s  {marks}")
         record = _aggregate(entry, preset, summaries, overrides, time.perf_counter() - t0)
-        (results_path / f"{entry.slug}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (results_path / result_name(entry.slug, preset)).write_text(json.dumps(record, indent=2) + "\n")
         verdict = "PASS" if record["passed"] else "FAIL"
         echo(f"{verdict} {entry.number:>2} {entry.slug}: " + "; ".join(
             f"{c['name']}: {_fmt(c['mean'])} ± {_fmt(c['std'])} (need {c['op']} {c['threshold']:g}, "
             f"paper {c['paper_value']})" for c in record["claims"]))
         records.append(record)
     return records
+
+
+def result_name(slug: str, preset: str) -> str:
+    """results/<slug>.json for the quick preset (the README's record), <slug>.<preset>.json for others."""
+    return f"{slug}.json" if preset == "quick" else f"{slug}.{preset}.json"
 
 
 def _fmt(v: Any) -> str:
