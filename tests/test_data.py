@@ -123,3 +123,32 @@ def test_cifar_loader_reads_binary_layout(tmp_path):
 def test_unknown_split():
     with pytest.raises(SeminalError, match="unknown split"):
         _idx_split(Dataset("x", "X", "x", ()), "validation", None)
+
+
+def _real(ds):
+    from seminal.data.store import find_local
+
+    folder = find_local(ds)
+    if folder is None:
+        pytest.skip(f"no local copy of {ds.title}")
+    return folder
+
+
+def test_real_mnist_class_counts():
+    from seminal.data import load_mnist
+
+    _real(MNIST)
+    images, labels = load_mnist("train")
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    # Per-class counts published with the dataset (and in shared/data/mnist/SOURCES.md).
+    assert np.bincount(labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(load_mnist("test")[1]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_real_fashion_mnist_is_balanced():
+    from seminal.data import FASHION_MNIST, load_fashion_mnist
+
+    _real(FASHION_MNIST)
+    images, labels = load_fashion_mnist("train")
+    assert images.shape == (60000, 28, 28)
+    assert np.bincount(labels).tolist() == [6000] * 10  # Fashion-MNIST has 6,000 images per class
