@@ -1,0 +1,127 @@
+"""Adam (Kingma & Ba 2014): our optimizers against torch.optim step by step, hand-computed bias correction,
+a tiny end-to-end run, same-seed determinism and resume."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from seminal.core.errors import Interrupted
+from seminal.core.run import Run, seed_everything
+from seminal.papers import adam
+
+
+def _problem(seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A small float64 MLP and data: gradients change from step to step, unlike a quadratic's."""
+    g = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(16, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,), generator=g)
+    return net, x, y
+
+
+PAIRS = {
+    "adam": (lambda ps: adam.Adam(ps, alpha=0.01, beta1=0.9, beta2=0.999, eps=1e-8),
+             lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.9, 0.999), eps=1e-8)),
+    "adam_beta2_near_1": (lambda ps: adam.Adam(ps, alpha=0.03, beta1=0.5, beta2=0.9999, eps=1e-6),
+                          lambda ps: torch.optim.Adam(ps, lr=0.03, betas=(0.5, 0.9999), eps=1e-6)),
+    "sgd": (lambda ps: adam.SGD(ps, lr=0.1), lambda ps: torch.optim.SGD(ps, lr=0.1)),
+    "momentum": (lambda ps: adam.SGD(ps, lr=0.05, momentum=0.9),
+                 lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)),
+    "nesterov": (lambda ps: adam.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+                 lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True)),
+    "adagrad": (lambda ps: adam.AdaGrad(ps, lr=0.1, eps=1e-10), lambda ps: torch.optim.Adagrad(ps, lr=0.1, eps=1e-10)),
+    "rmsprop": (lambda ps: adam.RMSProp(ps, lr=0.01, rho=0.99, eps=1e-8),
+                lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.99, eps=1e-8)),
+}
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_step_by_step_equal_to_torch_optim(name):
+    ours_net, x, y = _problem()
+    ref_net, _, _ = _problem()
+    ours, ref = PAIRS[name][0](ours_net.parameters()), PAIRS[name][1](ref_net.parameters())
+    for step in range(30):
+        for net, opt in ((ours_net, ours), (ref_net, ref)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        for a, b in zip(ours_net.parameters(), ref_net.parameters()):
+            assert torch.allclose(a, b, rtol=0, atol=1e-6), f"{name}: differs from torch.optim at step {step + 1}"
+    # The run moved the parameters (so the equality above is not vacuous).
+    start, _, _ = _problem()
+    assert any(not torch.allclose(a, b, atol=1e-3) for a, b in zip(ours_net.parameters(), start.parameters()))
+
+
+def test_bias_correction_step_one_by_hand():
+    # t = 1, m_0 = v_0 = 0: m_1 = (1-b1) g, v_1 = (1-b2) g^2.
+    alpha, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+    g = torch.tensor([0.5, -2.0, 1e-3], dtype=torch.float64)
+    corrected = adam.adam_update(g, torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 1,
+                                 alpha, b1, b2, eps, bias_correction=True)
+    raw = adam.adam_update(g, torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 1,
+                           alpha, b1, b2, eps, bias_correction=False)
+    for i, gi in enumerate([0.5, -2.0, 1e-3]):
+        # m_hat = g, v_hat = g^2: the first step is alpha * g / (|g| + eps), about alpha * sign(g).
+        assert corrected[i].item() == pytest.approx(alpha * gi / (abs(gi) + eps), rel=1e-12)
+        # Uncorrected: alpha (1-b1) g / (sqrt(1-b2) |g| + eps), about 3.16 alpha here.
+        assert raw[i].item() == pytest.approx(alpha * (1 - b1) * gi / (math.sqrt(1 - b2) * abs(gi) + eps), rel=1e-12)
+    assert raw[0].item() / corrected[0].item() == pytest.approx((1 - b1) / math.sqrt(1 - b2), rel=1e-6)
+
+
+def test_adam_step_two_by_hand():
+    alpha, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
+    m, v = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    adam.adam_update(torch.tensor([1.0], dtype=torch.float64), m, v, 1, alpha, b1, b2, eps)
+    step2 = adam.adam_update(torch.tensor([-3.0], dtype=torch.float64), m, v, 2, alpha, b1, b2, eps)
+    m2 = 0.9 * 0.1 * 1.0 + 0.1 * -3.0  # = -0.21
+    v2 = 0.999 * 0.001 * 1.0 + 0.001 * 9.0  # = 0.009999
+    assert m.item() == pytest.approx(m2) and v.item() == pytest.approx(v2)
+    expected = alpha * (m2 / (1 - b1**2)) / (math.sqrt(v2 / (1 - b2**2)) + eps)
+    assert step2.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_steps_to_target():
+    assert adam.steps_to_target([10, 20, 30], [0.9, 0.4, 0.2], 0.5, never=31) == 20
+    assert adam.steps_to_target([10, 20, 30], [0.9, 0.8, 0.7], 0.5, never=31) == 31
+
+
+def _tiny_mnist(split: str):
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    n = 192 if split == "train" else 64
+    y = rng.integers(0, 10, n)
+    x = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    x[np.arange(n), y, :] = 255  # a learnable signal: the label's row is bright
+    return x, y.astype(np.int64)
+
+
+TINY = replace(adam.PRESETS["quick"], train_limit=0, batch_size=32, logreg_epochs=2, mlp_epochs=2, mlp_hidden=16,
+               log_every=2, logreg_lr_grid=(1.0, 10.0))
+
+
+def _run(tmp_path, name, seed=0, stop=None):
+    seed_everything(seed)
+    with Run(tmp_path / name, "adam", seed, TINY, progress=False, tensorboard=False,
+             stop_after_checkpoints=stop) as run:
+        return adam.train(TINY, run)
+
+
+def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(adam, "load_mnist", _tiny_mnist)
+    first = _run(tmp_path, "a")
+    assert all(math.isfinite(v) for v in first.values())
+    assert {"logreg/adam_speedup_vs_sgd", "mlp/adam_speedup_vs_sgd", "ablation/loss_ratio_uncorrected"} <= set(first)
+    assert (tmp_path / "a" / "plots" / "mlp_train_loss.png").exists()
+    assert (tmp_path / "a" / "plots" / "ablation_bias_correction.png").exists()
+    assert _run(tmp_path, "b") == first  # same seed, same numbers
+    with pytest.raises(Interrupted):
+        _run(tmp_path, "c", stop=1)  # stopped after epoch 1's checkpoint
+    assert _run(tmp_path, "c") == first  # resumed: the same final metrics
+    assert _run(tmp_path, "d", seed=1) != first

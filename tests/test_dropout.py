@@ -1,0 +1,129 @@
+"""Dropout (Srivastava et al. 2014): mask statistics, expectation, the weight-scaling rule's equivalence,
+eval-mode identity, max-norm, and a tiny end-to-end run with same-seed determinism and resume."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seminal.core.errors import Interrupted
+from seminal.core.run import Run, seed_everything
+from seminal.papers import dropout
+
+
+@pytest.mark.parametrize("p", [0.8, 0.5, 0.2])
+def test_mask_rate_is_one_minus_p(p):
+    n = 1_000_000
+    r = dropout.bernoulli_mask(torch.Size([n]), p, torch.Generator().manual_seed(1))
+    assert set(r.unique().tolist()) <= {0.0, 1.0}
+    dropped = 1.0 - r.mean().item()
+    assert abs(dropped - (1 - p)) < 6 * math.sqrt(p * (1 - p) / n)  # a 6-sigma binomial band
+
+
+@pytest.mark.parametrize("p", [0.8, 0.5])
+def test_expectation_over_masks_is_the_input(p):
+    n = 40_000
+    x = torch.linspace(-2.0, 3.0, 25, dtype=torch.float64)
+    layer = dropout.Dropout(p)
+    layer.generator = torch.Generator().manual_seed(2)
+    out = layer(x.expand(n, -1))  # n independent masks of the same input, (n, 25)
+    se = x.abs() * math.sqrt((1 - p) / p) / math.sqrt(n)  # std of y * r / p over masks, over sqrt(n)
+    assert ((out.mean(0) - x).abs() <= 6 * se + 1e-12).all()
+    kept = out != 0
+    assert torch.allclose(out[kept], (x.expand(n, -1) / p)[kept])  # kept units are scaled by exactly 1/p
+
+
+def test_eval_mode_is_the_identity():
+    layer = dropout.Dropout(0.5).eval()
+    x = torch.randn(7, 9)
+    assert torch.equal(layer(x), x)
+    net = dropout.DropoutMLP((12, 8), 0.8, 0.5).eval()
+    x = torch.rand(5, 784)
+    a, b = net(x), net(x)
+    assert torch.equal(a, b)  # no randomness left
+    h = x
+    for lin in net.layers:
+        h = torch.relu(lin(h))
+    assert torch.allclose(a, net.out(h))
+
+
+def _paper_net_forward(net: dropout.DropoutMLP, x, ps, generator=None):
+    """The paper's formulation: train with y~ = r * y (no 1/p) on weights W' = W / p; at test time use p W'."""
+    h = x
+    linears = list(net.layers) + [net.out]
+    for i, (lin, p) in enumerate(zip(linears, ps)):
+        w_paper = lin.weight / p  # the weights the paper's net would hold
+        if generator is not None:
+            h = h * dropout.bernoulli_mask(h.shape, p, generator)  # train: thin, do not rescale
+            z = F.linear(h, w_paper, lin.bias)
+        else:
+            z = F.linear(h, dropout.weight_scaling_rule(w_paper, p), lin.bias)  # test: W_test = p W'
+        h = torch.relu(z) if i < len(linears) - 1 else z
+    return h
+
+
+def test_inverted_dropout_equals_the_weight_scaling_rule():
+    torch.manual_seed(0)
+    net = dropout.DropoutMLP((32, 16), 0.8, 0.5).double()
+    ps = [0.8, 0.5, 0.5]
+    x = torch.rand(6, 784, dtype=torch.float64)
+    # Test time: our eval-mode net (identity dropout) == the paper's net with weights scaled by p.
+    assert torch.allclose(net.eval()(x), _paper_net_forward(net, x, ps), atol=1e-12)
+    # Training time, the same masks: inverted dropout (r y / p, W) == the paper's (r y, W / p).
+    net.train()
+    net.set_generator(torch.Generator().manual_seed(5))
+    ours = net(x)
+    paper = _paper_net_forward(net, x, ps, torch.Generator().manual_seed(5))
+    assert torch.allclose(ours, paper, atol=1e-12)
+    assert not torch.allclose(ours, net.eval()(x))  # the masks did something
+
+
+def test_max_norm_projects_only_long_rows():
+    w = torch.tensor([[3.0, 4.0], [0.3, 0.4]])  # norms 5 and 0.5
+    dropout.max_norm_(w, 2.0)
+    assert torch.allclose(w, torch.tensor([[1.2, 1.6], [0.3, 0.4]]))
+
+
+def _tiny_mnist(split: str):
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    n = 160 if split == "train" else 64
+    y = rng.integers(0, 10, n)
+    x = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    x[np.arange(n), y, :] = 255
+    return x, y.astype(np.int64)
+
+
+TINY = replace(dropout.PRESETS["quick"], hidden=(24, 24), epochs=3, train_limit=0, batch_size=32, eval_every=2,
+               max_norm=3.0)
+
+
+def _run(tmp_path, name, seed=0, stop=None):
+    seed_everything(seed)
+    with Run(tmp_path / name, "dropout", seed, TINY, progress=False, tensorboard=False,
+             stop_after_checkpoints=stop) as run:
+        return dropout.train(TINY, run)
+
+
+def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(dropout, "load_mnist", _tiny_mnist)
+    first = _run(tmp_path, "a")
+    assert all(math.isfinite(v) for v in first.values())
+    assert {"dropout/test_error_reduction", "dropout/gap_reduction"} <= set(first)
+    assert (tmp_path / "a" / "plots" / "test_error.png").exists()
+    assert _run(tmp_path, "b") == first  # same seed, same numbers
+    with pytest.raises(Interrupted):
+        _run(tmp_path, "c", stop=1)
+    assert _run(tmp_path, "c") == first  # resumed after epoch 1: the same final metrics
+    assert _run(tmp_path, "d", seed=1) != first
+
+
+def test_bad_retain_probability_is_a_clear_error():
+    from seminal.core.errors import SeminalError
+
+    with pytest.raises(SeminalError, match="retain"):
+        replace(TINY, p_hidden=0.0).validate()
