@@ -1,0 +1,177 @@
+"""Domain randomization: the wrapper really changes the physics, resamples it per episode within its
+ranges, is reproducible, and is the identity at nominal; plus a smoke run of `train`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from seminal.core.rl import make_env
+from seminal.papers import domain_randomization as dr
+
+CARTPOLE_NOMINAL = {"length": 0.5, "masspole": 0.1, "masscart": 1.0, "force_mag": 10.0, "gravity": 9.8}
+
+
+def cartpole_step_by_hand(state, action, length, masspole, masscart, force_mag, gravity, tau=0.02):
+    """Barto, Sutton & Anderson (1983) cart-pole equations (Florian 2005 form), explicit Euler, by hand."""
+    x, x_dot, th, th_dot = state
+    f = force_mag if action == 1 else -force_mag
+    m = masspole + masscart
+    tmp = (f + masspole * length * th_dot**2 * math.sin(th)) / m
+    th_acc = (gravity * math.sin(th) - math.cos(th) * tmp) / (
+        length * (4 / 3 - masspole * math.cos(th) ** 2 / m))
+    x_acc = tmp - masspole * length * th_acc * math.cos(th) / m
+    return np.array([x + tau * x_dot, x_dot + tau * x_acc, th + tau * th_dot, th_dot + tau * th_acc])
+
+
+def fixed(env_id: str, **scales) -> dr.DynamicsRandomization:
+    return dr.DynamicsRandomization(make_env(env_id), {k: (s, s) for k, s in scales.items()})
+
+
+@pytest.mark.parametrize("scales", [{"length": 2.0}, {"masspole": 3.0, "masscart": 0.4},
+                                    {"force_mag": 0.5, "gravity": 1.7}, {"length": 0.3, "masspole": 2.5}])
+def test_cartpole_step_matches_hand_equations_with_new_physics(scales):
+    # Fails if the derived terms (total_mass, polemass_length) are left at their nominal values.
+    env = fixed("CartPole-v1", **scales)
+    env.reset(seed=3)
+    params = {k: CARTPOLE_NOMINAL[k] * scales.get(k, 1.0) for k in CARTPOLE_NOMINAL}
+    base = env.unwrapped
+    assert base.total_mass == pytest.approx(params["masspole"] + params["masscart"])
+    assert base.polemass_length == pytest.approx(params["masspole"] * params["length"])
+    state = np.array([0.1, -0.3, 0.08, 0.5])
+    base.state = state.copy()
+    obs, *_ = env.step(1)
+    np.testing.assert_allclose(obs, cartpole_step_by_hand(state, 1, **params), rtol=1e-5, atol=1e-6)
+
+
+def test_longer_pole_falls_slower():
+    angles = {}
+    for scale in (0.5, 1.0, 2.0):
+        env = fixed("CartPole-v1", length=scale)
+        env.reset(seed=0)
+        env.unwrapped.state = np.array([0.0, 0.0, 0.05, 0.0])
+        for _ in range(10):
+            obs, *_ = env.step(0 if env.unwrapped.state[2] < 0 else 1)  # push under the pole: it still falls
+        angles[scale] = abs(obs[2])
+    assert angles[2.0] < angles[1.0] < angles[0.5]
+
+
+def test_pendulum_step_matches_hand_equations():
+    env = fixed("Pendulum-v1", m=2.0, l=0.7, g=0.3, max_torque=0.25)  # x nominal (1, 1, 10, 2)
+    env.reset(seed=1)
+    th, thdot, u = 0.4, -1.0, 1.5  # u above the new torque limit: clipped to 0.5
+    env.unwrapped.state = np.array([th, thdot])
+    obs, *_ = env.step(np.array([u], dtype=np.float32))
+    new_thdot = thdot + (3 * 3.0 / (2 * 0.7) * math.sin(th) + 3.0 / (2.0 * 0.7**2) * 0.5) * 0.05
+    new_th = th + new_thdot * 0.05
+    np.testing.assert_allclose(obs, [math.cos(new_th), math.sin(new_th), new_thdot], rtol=1e-5)
+
+
+def test_resampled_every_episode_within_ranges_and_held_within_episode():
+    lo, hi = 0.5, 3.0
+    env = dr.DynamicsRandomization(make_env("CartPole-v1"), {k: (lo, hi) for k in CARTPOLE_NOMINAL})
+    env.reset(seed=0)
+    seen = []
+    for _ in range(40):
+        _, info = env.reset()
+        physics = dr.get_physics(env, list(CARTPOLE_NOMINAL))
+        assert physics == pytest.approx(info["physics"])
+        for k, v in physics.items():
+            assert lo * CARTPOLE_NOMINAL[k] <= v <= hi * CARTPOLE_NOMINAL[k]
+        for _ in range(5):
+            env.step(env.action_space.sample())
+        assert dr.get_physics(env, list(CARTPOLE_NOMINAL)) == physics  # fixed for the whole episode
+        seen.append([physics[k] / CARTPOLE_NOMINAL[k] for k in CARTPOLE_NOMINAL])
+    seen = np.log(np.array(seen))
+    assert len({tuple(r) for r in seen}) == 40  # a new draw each episode
+    # log-uniform over [log lo, log hi]: both halves of the range are visited
+    assert (seen < math.log(math.sqrt(lo * hi))).any(axis=0).all()
+    assert (seen > math.log(math.sqrt(lo * hi))).any(axis=0).all()
+
+
+def test_same_seed_same_physics_and_trajectory():
+    def rollout(seed):
+        env = dr.DynamicsRandomization(make_env("CartPole-v1"), {"length": (0.3, 3.0), "gravity": (0.5, 2.0)},
+                                       obs_noise=(0.0, 0.05), delay=(0, 2))
+        obs, info = env.reset(seed=seed)
+        traj = [obs]
+        for t in range(30):
+            obs, _, terminated, truncated, _ = env.step(t % 2)
+            traj.append(obs)
+            if terminated or truncated:
+                break
+        return info["physics"], env.sigma, env.latency, np.array(traj)
+
+    a, b, c = rollout(7), rollout(7), rollout(8)
+    assert a[:3] == b[:3]
+    np.testing.assert_array_equal(a[3], b[3])
+    assert a[0] != c[0]
+
+
+def test_nominal_wrapper_is_the_unwrapped_env():
+    env_w = dr.DynamicsRandomization(make_env("CartPole-v1"), {k: (1.0, 1.0) for k in CARTPOLE_NOMINAL})
+    env_u = make_env("CartPole-v1")
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        ow, _ = env_w.reset(seed=seed)
+        ou, _ = env_u.reset(seed=seed)
+        np.testing.assert_array_equal(ow, ou)
+        done = False
+        while not done:
+            a = int(rng.integers(2))
+            ow, rw, tw, trw, _ = env_w.step(a)
+            ou, ru, tu, tru, _ = env_u.step(a)
+            np.testing.assert_array_equal(ow, ou)
+            assert (rw, tw, trw) == (ru, tu, tru)
+            done = tu or tru
+
+
+def test_action_delay_applies_old_actions():
+    delayed = dr.DynamicsRandomization(make_env("CartPole-v1"), delay=(2, 2))
+    plain = make_env("CartPole-v1")
+    actions = [1, 0, 0, 1, 1, 0, 1, 0]
+    applied = [actions[0], actions[0]] + actions[:-2]  # a_{t-2}, and a_0 until then
+    delayed.reset(seed=4)
+    plain.reset(seed=4)
+    for a, a_applied in zip(actions, applied):
+        od, *_ = delayed.step(a)
+        op, *_ = plain.step(a_applied)
+        np.testing.assert_array_equal(od, op)
+
+
+def test_observation_noise_has_the_drawn_std():
+    env = dr.DynamicsRandomization(make_env("CartPole-v1"), obs_noise=(0.03, 0.03))
+    env.reset(seed=0)
+    errors = []
+    for t in range(400):
+        obs, _, term, trunc, _ = env.step(t % 2)
+        errors.append(obs - env.unwrapped.state)
+        if term or trunc:
+            env.reset()
+    assert np.std(errors) == pytest.approx(0.03, rel=0.1)
+    assert abs(np.mean(errors)) < 0.005
+
+
+def test_heldout_grid_marks_inside_and_outside():
+    cfg = dr.PRESETS["quick"]
+    settings = dr.heldout_settings(cfg)
+    inside = {(a, v) for a, v, ins, _ in settings if ins}
+    assert ("length", 0.5) in inside and ("length", 4.0) not in inside and ("delay", 2) not in inside
+    assert all(v != 1.0 for a, v, *_ in settings if a in cfg.randomize)  # no held-out setting is nominal
+
+
+def test_train_smoke(tmp_path, monkeypatch):
+    from seminal.core.run import Run
+
+    cfg = dataclasses.replace(dr.PRESETS["quick"], total_steps=256, eval_episodes=1,
+                              eval_scales_inside=(0.5,), eval_scales_outside=(), eval_obs_noise=(),
+                              eval_delays=(1,), randomize=("length",))
+    with Run(tmp_path / "run", "domain-randomization", 0, cfg, progress=False, tensorboard=False) as run:
+        metrics = dr.train(cfg, run)
+    for key in ("heldout/return_gap", "heldout/drop_gap", "nominal/return_at_nominal",
+                "randomized/heldout_return"):
+        assert math.isfinite(metrics[key])
+    assert (tmp_path / "run" / "plots" / "return_vs_shift.png").exists()
