@@ -71,6 +71,8 @@ def execute(
     """One run of a paper: make or reopen the run folder, train, check the claims, write summary.json."""
     entry = paper if isinstance(paper, Entry) else resolve(paper)
     mod = entry.load()
+    if os.environ.get("SEMINAL_THREADS"):  # e.g. 1 when many runs share a machine
+        _worker_init(int(os.environ["SEMINAL_THREADS"]))
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         meta_path = run_dir / "config.json"
@@ -163,8 +165,9 @@ def reproduce(
             import multiprocessing as mp
 
             n = min(jobs, seeds)
+            threads = int(os.environ.get("SEMINAL_THREADS", 0)) or max(1, cores // n)
             with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                     initargs=(max(1, cores // n),)) as pool:
+                                     initargs=(threads,)) as pool:
                 summaries = list(pool.map(_execute_quiet, tasks))
         else:
             summaries = [execute(*t, progress=None) for t in tasks]
