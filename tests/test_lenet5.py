@@ -1,0 +1,160 @@
+"""LeNet-5: every layer's shape, Table I, the subsampling gradient, the masked C3 against a naive one, the RBF
+units and loss against hand-computed values, the scaled tanh, and a smoke run that resumes exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seminal.core.errors import Interrupted
+from seminal.core.runner import execute
+from seminal.papers import lenet5 as L
+
+# Table I of the paper, typed from the printed table: row = S2 map 0..5, column = C3 map 0..15, X = connected.
+TABLE_I = (
+    "X...XXX..XXXX.XX",
+    "XX...XXX..XXXX.X",
+    "XXX...XXX..X.XXX",
+    ".XXX..XXXX..X.XX",
+    "..XXX..XXXX.XX.X",
+    "...XXX..XXXX.XXX",
+)
+
+
+def test_shapes_at_every_layer():
+    net = L.LeNet5(L.rbf_codes("bitmap"))
+    out = net.layers(torch.zeros(3, 1, 32, 32))
+    expected = {
+        "input": (3, 1, 32, 32),
+        "C1": (3, 6, 28, 28),
+        "S2": (3, 6, 14, 14),
+        "C3": (3, 16, 10, 10),
+        "S4": (3, 16, 5, 5),
+        "C5": (3, 120),
+        "F6": (3, 84),
+        "output": (3, 10),
+    }
+    assert {k: tuple(v.shape) for k, v in out.items()} == expected
+
+
+def test_parameter_count_is_the_papers():
+    # §II-B: C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164 trainable parameters; RBF codes are fixed.
+    assert L.count_parameters(L.LeNet5(L.rbf_codes("bitmap"))) == 156 + 12 + 1516 + 32 + 48120 + 10164
+
+
+def test_c3_connections_are_table_one():
+    table = torch.tensor([[c == "X" for c in row] for row in TABLE_I], dtype=torch.float32)  # (6 S2, 16 C3)
+    assert torch.equal(L.c3_mask(), table.T)
+    per_map = table.sum(0).tolist()
+    assert per_map == [3] * 6 + [4] * 9 + [6]  # six maps see 3 inputs, nine see 4, one sees all 6
+    assert L.C3_TABLE[4] == (4, 5, 0) and set(L.C3_TABLE[14]) == {0, 2, 3, 5}  # wrap-around and a gappy one
+
+
+def test_normalise_levels_and_padding():
+    img = np.zeros((1, 28, 28), np.uint8)
+    img[0, 0, 0] = 255
+    x = L.normalise(img)
+    assert x.shape == (1, 1, 32, 32)
+    assert x[0, 0, 2, 2].item() == pytest.approx(1.175)  # ink, shifted by the 2-pixel pad
+    assert x[0, 0, 0, 0].item() == pytest.approx(-0.1) and x[0, 0, 10, 10].item() == pytest.approx(-0.1)
+
+
+def test_scaled_tanh_values_and_slope():
+    a = torch.tensor([0.0, 1.0, -1.0], requires_grad=True)
+    f = L.squash(a)
+    assert f[1].item() == pytest.approx(1.7159 * math.tanh(2 / 3), rel=1e-6)
+    assert f[1].item() == pytest.approx(1.0, abs=1e-3) and f[2].item() == pytest.approx(-1.0, abs=1e-3)
+    (grad,) = torch.autograd.grad(f[0], a)
+    assert grad[0].item() == pytest.approx(1.7159 * 2 / 3, rel=1e-6)
+
+
+def test_subsampling_gradient_matches_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    coef = torch.randn(3, dtype=torch.float64, generator=g, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, c, b: L.squash(L.subsample(x, c, b)), (x, coef, bias))
+
+
+def test_subsampling_is_coefficient_times_2x2_sum_plus_bias():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    out = L.subsample(x, torch.tensor([0.5]), torch.tensor([1.0]))
+    # top-left block 0+1+4+5 = 10, top-right 2+3+6+7 = 18, bottom-left 8+9+12+13 = 42, bottom-right 50
+    assert out[0, 0].tolist() == [[6.0, 10.0], [22.0, 26.0]]
+
+
+def test_masked_c3_equals_naive_sum_over_connected_maps():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 6, 14, 14, generator=g, dtype=torch.float64)
+    w = torch.randn(16, 6, 5, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(16, generator=g, dtype=torch.float64)
+    fast = L.partial_conv(x, w, b, L.c3_mask().double())
+    for o, row in enumerate(zip(*TABLE_I)):  # column o of Table I
+        naive = b[o] + sum(F.conv2d(x[:, i : i + 1], w[o : o + 1, i : i + 1]) for i, c in enumerate(row) if c == "X")
+        torch.testing.assert_close(fast[:, o : o + 1], naive)
+
+
+def test_rbf_is_squared_euclidean_distance():
+    codes = torch.tensor([[1.0, -1.0, 1.0], [-1.0, -1.0, -1.0]])
+    x = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, -1.0, 0.5]])
+    # (0-1)^2+(0+1)^2+(0-1)^2 = 3; 3; 0+4+0 = 4; 4+4+4 = 12; 0+0+0.25; 4+0+2.25
+    expected = torch.tensor([[3.0, 3.0], [4.0, 12.0], [0.25, 6.25]])
+    torch.testing.assert_close(L.rbf(x, codes), expected)
+
+
+def test_map_loss_is_equation_nine():
+    y = torch.tensor([[1.0, 2.0, 3.0], [0.5, 4.0, 0.1]])
+    target = torch.tensor([0, 2])
+    j = 1.0
+    e1 = 1.0 + math.log(math.exp(-j) + math.exp(-1) + math.exp(-2) + math.exp(-3))
+    e2 = 0.1 + math.log(math.exp(-j) + math.exp(-0.5) + math.exp(-4) + math.exp(-0.1))
+    assert L.map_loss(y, target, j).item() == pytest.approx((e1 + e2) / 2, rel=1e-6)
+
+
+def test_rbf_codes_are_distinct_plus_minus_one_bitmaps():
+    assert all(len(d) == 12 and all(len(r) == 7 for r in d) for d in L.DIGIT_BITMAPS)
+    for kind in ("bitmap", "random"):
+        codes = L.rbf_codes(kind)
+        assert codes.shape == (10, 84) and set(codes.unique().tolist()) == {-1.0, 1.0}
+        distances = L.rbf(codes, codes)
+        assert (distances + torch.eye(10) * 1e9).min() >= 4 * 4  # every pair differs in >= 4 pixels
+
+
+def test_init_is_uniform_within_2_4_over_fan_in():
+    torch.manual_seed(0)
+    net = L.LeNet5(L.rbf_codes("bitmap"))
+    fan = torch.tensor([25.0 * len(t) for t in L.C3_TABLE])
+    assert (net.c3.weight.abs().amax(dim=(1, 2, 3)) <= 2.4 / fan).all()
+    assert net.c1.weight.abs().max() <= 2.4 / 25 and net.f6.weight.abs().max() <= 2.4 / 120
+    assert net.c1.weight.abs().max() > 0.8 * 2.4 / 25  # uses the range, not a tiny fraction of it
+
+
+def _smoke_overrides() -> list[str]:
+    return ["epochs=2", "train_limit=256", "test_limit=200", "evals_per_epoch=2"]
+
+
+@pytest.mark.slow
+def test_smoke_run_and_exact_resume(tmp_path):
+    full = execute("lenet5", "quick", seed=3, overrides=_smoke_overrides(), out_root=tmp_path / "a", progress=False)
+    assert all(math.isfinite(v) for v in full["metrics"].values())
+    run_dir = full["run_dir"]
+    assert (tmp_path / "a" / "lenet5").exists() and any((tmp_path / "a").rglob("learning_curve.png"))
+    assert full["metrics"]["test/error"] < 0.9  # 2 passes over 256 digits: better than chance
+
+    with pytest.raises(Interrupted):
+        execute(
+            "lenet5",
+            "quick",
+            seed=3,
+            overrides=_smoke_overrides(),
+            out_root=tmp_path / "b",
+            progress=False,
+            stop_after_checkpoints=1,
+        )
+    (interrupted,) = (tmp_path / "b" / "lenet5").iterdir()
+    resumed = execute("lenet5", resume_dir=interrupted, progress=False)
+    assert resumed["metrics"] == full["metrics"] and run_dir != resumed["run_dir"]
