@@ -73,8 +73,7 @@ class Config:
 
 PRESETS = {
     "quick": Config(),
-    "full": Config(hidden=(1000, 1000, 1000), train_limit=0, epochs=30, batch=10, lr=0.01, momentum=0.0,
-                   l1_activation=0.001, target_loss=0.05),
+    "full": Config(hidden=(1000, 1000, 1000), train_limit=0, epochs=30, l1_activation=0.001, target_loss=0.05),
 }
 
 _CLAIMS = [

@@ -61,6 +61,9 @@ class Config:
     """Learning rate (SGD with momentum)."""
     momentum: float = 0.9
     """Momentum coefficient."""
+    anneal: bool = True
+    """Lower the learning rate linearly to 0 over training, so each arm ends near a minimum of its E (Eq. 1)
+    instead of at a noisy SGD iterate."""
     eval_every: int = 5
     """Evaluate train and test error every this many epochs (and at the last)."""
     lin_inputs: int = 100
@@ -91,7 +94,7 @@ class Config:
 
 PRESETS = {
     "quick": Config(),
-    "full": Config(hidden=800, epochs=300, eval_every=10, lin_inputs=400, lin_trials=400, lin_points=41),
+    "full": Config(hidden=800, epochs=300, eval_every=10, lin_inputs=200, lin_trials=400, lin_points=41),
 }
 
 _CLAIMS = [
@@ -262,16 +265,19 @@ def _evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, floa
 
 
 def train_epoch(model: MLP, velocity: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: Config,
-                lam: float, order: list[np.ndarray]) -> float:
+                lam: float, order: list[np.ndarray], epoch: int = 0) -> float:
     """One pass over (x, y) in the given minibatch order; the decay enters only through `add_decay_grad`."""
     params = list(model.parameters())
+    total_steps = cfg.epochs * len(order)
     total = 0.0
-    for idx in order:
+    for k, idx in enumerate(order):
+        step = epoch * len(order) + k
+        lr = cfg.lr * (1 - step / total_steps) if cfg.anneal else cfg.lr
         model.zero_grad(set_to_none=False)
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])  # E_0 for this minibatch
         loss.backward()
         add_decay_grad(model.weights(), lam)  # Eq. (2)
-        sgd_step(params, velocity, cfg.lr, cfg.momentum)
+        sgd_step(params, velocity, lr, cfg.momentum)
         total += float(loss.detach()) * len(idx)
     return total / len(x)
 
@@ -311,7 +317,7 @@ def mnist_experiment(cfg: Config, run: Run, state: dict | None) -> dict[str, flo
         order = list(batches(len(xtr), cfg.batch, epoch_rng(run.seed, epoch)))  # shared by both arms
         row = {}
         for a, lam in arms.items():
-            loss = train_epoch(models[a], velocity[a], xtr, ytr, cfg, lam, order)
+            loss = train_epoch(models[a], velocity[a], xtr, ytr, cfg, lam, order, epoch)
             row[f"{a}/train_loss"] = run.check_finite(loss, epoch, hint="lr")
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 tr_loss, tr_err = _evaluate(models[a], xtr, ytr)
