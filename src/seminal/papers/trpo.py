@@ -1,0 +1,251 @@
+"""Trust region policy optimization — Schulman, Levine, Moritz, Jordan & Abbeel, ICML 2015 (arXiv:1502.05477).
+
+A policy-gradient step of fixed length in parameter space can change the policy a lot or hardly at all.
+TRPO instead bounds the change in the *policy*: maximise the importance-sampled surrogate L(theta) subject
+to the average KL divergence from the old policy staying under delta (Eq. 14). Linearise L (gradient g)
+and take the KL's quadratic model (its Hessian is the Fisher information matrix F); the step direction is
+s = F^-1 g, found by conjugate gradient with Fisher-vector products only (never forming F), scaled to land
+on the KL boundary, then shrunk by a backtracking line search until the exact surrogate improves and the
+exact KL is within delta (Appendix C). The value function that gives the advantages is fitted separately;
+the advantages are GAE (Schulman et al. 2016), as in the GAE paper's TRPO experiments.
+
+Equation map:
+  Eq. (14)  max_theta L(theta) = E[pi_theta(a|s) / pi_old(a|s) A(s, a)]  s.t.  E[KL(pi_old || pi_theta)] <= delta
+                                                                         -> `surrogate`, `mean_kl`
+  App. C    Fisher-vector product F v = grad_theta (grad_theta KL . v)  -> `fisher_vector_product`
+  App. C    s ~= F^-1 g by conjugate gradient (k iterations)            -> `conjugate_gradient`
+  App. C    beta = sqrt(2 delta / s^T F s), full step beta s              -> `trpo_step`
+  App. C    backtracking line search: exact L improves and KL <= delta    -> `trpo_step`
+  §8 / GAE  V fitted by regression on lambda-returns; A = GAE(gamma, lambda) -> `train`, `gae.gae`
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.distributions import Categorical, Distribution, Normal, kl_divergence
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from seminal.core.claims import Claim
+from seminal.core.plots import line_plot
+from seminal.core.rl import evaluate
+from seminal.core.run import Run
+from seminal.papers.a2c import (
+    ActorCritic,
+    Episodes,
+    NumpyActor,
+    collect,
+    make_vec_env,
+    one_thread,
+    rng_state,
+    set_rng_state,
+)
+from seminal.papers.gae import gae
+
+
+@dataclass(frozen=True)
+class Config:
+    env_id: str = "CartPole-v1"
+    """Environment id (Discrete or Box actions, flat observations)."""
+    total_steps: int = 200_000
+    """Environment steps in total."""
+    n_envs: int = 8
+    """Parallel envs collecting each batch."""
+    n_steps: int = 128
+    """Steps per env per iteration; a batch is n_envs * n_steps state-action pairs."""
+    gamma: float = 0.99
+    """Discount gamma."""
+    lam: float = 0.95
+    """GAE lambda."""
+    max_kl: float = 0.01
+    """delta: the trust region's radius, in mean KL (the paper's 0.01)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations (the paper's k = 10)."""
+    cg_damping: float = 0.1
+    """Added to F's diagonal in the Fisher-vector product, for a well-conditioned solve."""
+    backtracks: int = 10
+    """Line-search halvings of the step before giving up (and keeping the old policy)."""
+    vf_lr: float = 1e-3
+    """Adam step size of the value function's regression."""
+    vf_epochs: int = 5
+    """Passes of value regression over each batch."""
+    vf_minibatch: int = 128
+    """Minibatch size of the value regression."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden sizes of the (separate) tanh MLPs of policy and value function."""
+    eval_every: int = 20_000
+    """Greedy evaluation every this many env steps (0: only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    checkpoint_every: int = 20
+    """Checkpoint every this many iterations."""
+
+
+PRESETS = {
+    "quick": Config(),
+    "full": Config(env_id="LunarLander-v3", total_steps=1_000_000, n_envs=16, n_steps=256, gamma=0.999, lam=0.98,
+                   eval_every=100_000),
+}
+
+CLAIMS = {
+    "quick": [Claim("TRPO solves CartPole-v1 (greedy return >= 475) within 200k env steps", "eval/return", ">=",
+                    475.0, "475 = CartPole-v1 reward_threshold; SB3-contrib zoo TRPO 500 at 100k steps",
+                    "gymnasium; rl-baselines3-zoo (sb3-contrib TRPO)")],
+    "full": [Claim("TRPO solves LunarLander-v3 (greedy return >= 200)", "eval/return", ">=", 200.0,
+                   "200 = solved; SB3-contrib zoo TRPO ~ 150-250 at 1M steps", "rl-baselines3-zoo benchmark")],
+}
+
+
+# ---- the paper's math: pure functions ----------------------------------------------------------------
+def detach(d: Distribution) -> Distribution:
+    """The old policy pi_old: the same distribution with no gradient path."""
+    if isinstance(d, Categorical):
+        return Categorical(logits=d.logits.detach())
+    return Normal(d.loc.detach(), d.scale.detach())
+
+
+def log_prob(d: Distribution, actions: torch.Tensor) -> torch.Tensor:
+    lp = d.log_prob(actions)
+    return lp if isinstance(d, Categorical) else lp.sum(-1)
+
+
+def surrogate(d: Distribution, actions: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """L(theta) = E[pi_theta(a|s) / pi_old(a|s) A] (Eq. 14's objective, up to a constant)."""
+    return ((log_prob(d, actions) - old_logp).exp() * adv).mean()  # Eq. (14)
+
+
+def mean_kl(old: Distribution, new: Distribution) -> torch.Tensor:
+    """E_s[KL(pi_old(.|s) || pi_theta(.|s))] (Eq. 12's average KL, the constraint of Eq. 14)."""
+    kl = kl_divergence(old, new)
+    return (kl if isinstance(old, Categorical) else kl.sum(-1)).mean()
+
+
+def fisher_vector_product(dist_fn: Callable[[], Distribution], params: list[torch.Tensor], v: torch.Tensor,
+                          damping: float = 0.0) -> torch.Tensor:
+    """(F + damping I) v without forming F: F is the Hessian of the mean KL at theta_old (Appendix C)."""
+    new = dist_fn()
+    kl = mean_kl(detach(new), new)
+    grads = torch.autograd.grad(kl, params, create_graph=True)
+    grad_v = (torch.cat([g.reshape(-1) for g in grads]) * v).sum()
+    hv = torch.autograd.grad(grad_v, params)
+    return torch.cat([h.reshape(-1) for h in hv]) + damping * v
+
+
+def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
+                       tol: float = 1e-10) -> torch.Tensor:
+    """Solve A x = b for symmetric positive-definite A given only x -> A x (Appendix C; Nocedal & Wright 5.2)."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()  # residual b - A x with x = 0
+    rr = r @ r
+    for _ in range(iters):
+        Ap = Avp(p)
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        rr_new = r @ r
+        if rr_new < tol:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def trpo_step(model: ActorCritic, obs: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
+              adv: torch.Tensor, max_kl: float, damping: float, cg_iters: int, backtracks: int) -> dict[str, float]:
+    """One policy update: CG direction, scaled to the KL boundary, backtracked until L improves and KL <= delta."""
+    params = model.policy_parameters()
+    old = detach(model.dist(obs))
+    loss_old = surrogate(model.dist(obs), actions, old_logp, adv)
+    g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss_old, params)])
+    s = conjugate_gradient(lambda v: fisher_vector_product(lambda: model.dist(obs), params, v, damping), g, cg_iters)
+    sFs = s @ fisher_vector_product(lambda: model.dist(obs), params, s, damping)
+    full_step = torch.sqrt(2.0 * max_kl / (sFs + 1e-12)) * s  # beta s: the quadratic KL model equals delta
+    theta_old = parameters_to_vector(params).detach()
+    with torch.no_grad():
+        for k in range(backtracks):
+            vector_to_parameters(theta_old + 0.5**k * full_step, params)
+            new = model.dist(obs)
+            improve = (surrogate(new, actions, old_logp, adv) - loss_old).item()
+            kl = mean_kl(old, new).item()
+            if kl <= max_kl and improve > 0:  # App. C: both the constraint and a real improvement
+                return {"kl": kl, "improvement": improve, "step_frac": 0.5**k}
+        vector_to_parameters(theta_old, params)  # no acceptable step: keep the old policy
+    return {"kl": 0.0, "improvement": 0.0, "step_frac": 0.0}
+
+
+def train(cfg: Config, run: Run) -> dict[str, float]:
+    with one_thread(run.device):
+        return _train(cfg, run)
+
+
+def _train(cfg: Config, run: Run) -> dict[str, float]:
+    envs = make_vec_env(cfg.env_id, cfg.n_envs, run.seed, "TRPO")
+    obs_dim = envs.single_observation_space.shape[0]
+    model = ActorCritic(obs_dim, envs.single_action_space, cfg.hidden, shared=False, seed=run.seed).to(run.device)
+    vf_params = [*model.v_body.parameters(), *model.v_head.parameters()]
+    vf_opt = torch.optim.Adam(vf_params, lr=cfg.vf_lr)
+    rng = np.random.default_rng(run.seed)
+    batch = cfg.n_envs * cfg.n_steps
+    n_iters = max(1, cfg.total_steps // batch)
+    it, evals = 0, []
+    state = run.restore()
+    if state is not None:  # envs restart from a reset on resume: not bit-identical (see notes)
+        model.load_state_dict(state["model"])
+        vf_opt.load_state_dict(state["vf_opt"])
+        set_rng_state(rng, state["rng"])
+        it, evals = state["it"], [tuple(e) for e in state["evals"]]
+    actor = NumpyActor(model, envs.single_action_space)
+    obs = np.asarray(envs.reset(seed=run.seed + 7919 * it)[0], dtype=np.float32)
+    episodes = Episodes(cfg.n_envs)
+    t0 = time.perf_counter()
+    while it < n_iters:
+        buf, obs = collect(envs, actor, obs, cfg.n_steps, rng, episodes, it * batch)
+        adv = gae(buf["rewards"], buf["values"], buf["next_values"], buf["terminated"], buf["dones"], cfg.gamma,
+                  cfg.lam)
+        targets = adv + buf["values"]  # lambda-returns: the value function's regression targets
+
+        def flat(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.as_tensor(x.reshape(batch, *x.shape[2:]), dtype=dtype, device=run.device)
+
+        b_obs, b_logp, b_tgt = flat(buf["obs"]), flat(buf["logp"]), flat(targets)
+        b_act = flat(buf["actions"], torch.long if model.discrete else torch.float32)
+        b_adv = flat(adv)
+        b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)  # normalised advantages (deviation 2)
+        info = trpo_step(model, b_obs, b_act, b_logp, b_adv, cfg.max_kl, cfg.cg_damping, cfg.cg_iters,
+                         cfg.backtracks)
+        for _ in range(cfg.vf_epochs):  # V: separate regression on the lambda-returns
+            order = torch.as_tensor(rng.permutation(batch), device=run.device)
+            for start in range(0, batch, cfg.vf_minibatch):
+                mb = order[start:start + cfg.vf_minibatch]
+                v_loss = 0.5 * (model.value(b_obs[mb]) - b_tgt[mb]).pow(2).mean()
+                vf_opt.zero_grad(set_to_none=True)
+                v_loss.backward()
+                vf_opt.step()
+        actor.refresh()
+        it += 1
+        step = it * batch
+        run.check_finite(v_loss.item(), step, what="value loss", hint="vf_lr")
+        recent = episodes.returns[-20:]
+        run.log({"train/return": float(np.mean(recent)) if recent else 0.0, "train/v_loss": v_loss.item(),
+                 **{f"train/{k}": v for k, v in info.items()}}, step=step)
+        if cfg.eval_every and step // cfg.eval_every > (step - batch) // cfg.eval_every and it < n_iters:
+            evals.append((step, float(np.mean(evaluate(actor.greedy, cfg.env_id, cfg.eval_episodes)))))
+            run.log({"eval/return": evals[-1][1]}, step=step)
+        if it % cfg.checkpoint_every == 0 and it < n_iters:
+            run.checkpoint({"it": it, "model": model.state_dict(), "vf_opt": vf_opt.state_dict(),
+                            "rng": rng_state(rng), "evals": evals})
+    seconds = time.perf_counter() - t0
+    envs.close()
+    final = float(np.mean(evaluate(actor.greedy, cfg.env_id, cfg.eval_episodes)))
+    evals.append((n_iters * batch, final))
+    run.log({"eval/return": final}, step=n_iters * batch)
+    line_plot(run.plots_dir / "learning_curve.png",
+              {"training episodes": (episodes.steps, episodes.returns),
+               "greedy evaluation": ([s for s, _ in evals], [r for _, r in evals])},
+              xlabel="env steps", ylabel="return", title=f"TRPO on {cfg.env_id}")
+    return {"eval/return": final, "train/steps_per_s": n_iters * batch / seconds, "train/seconds": seconds}
+

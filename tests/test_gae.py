@@ -1,0 +1,99 @@
+"""GAE and n-step returns against hand-computed values, a naive oracle, and a real truncating rollout."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+from seminal.papers.a2c import ActorCritic, Episodes, NumpyActor, collect, make_vec_env
+from seminal.papers.gae import gae, nstep_returns
+
+# Two envs, two steps, gamma = lambda = 0.5.
+# env 0: one episode that runs on past the rollout: bootstrap V(s_2) = 4 at the end.
+# env 1: truncated at t=0 (true next state has V = 2; the reset state has V = 10 and must NOT be used),
+#        then terminated at t=1 (no bootstrap: the 7 must be ignored).
+R = np.array([[1.0, 1.0], [2.0, 1.0]])
+V = np.array([[1.0, 0.0], [1.0, 10.0]])
+NEXT_V = np.array([[1.0, 2.0], [4.0, 7.0]])
+TERM = np.array([[0, 0], [0, 1]], dtype=bool)
+DONE = np.array([[0, 1], [0, 1]], dtype=bool)
+
+
+def test_gae_hand_computed():
+    adv = gae(R, V, NEXT_V, TERM, DONE, gamma=0.5, lam=0.5)
+    # env 0: delta_0 = 1 + .5*1 - 1 = .5, delta_1 = 2 + .5*4 - 1 = 3; A_1 = 3, A_0 = .5 + .25*3 = 1.25
+    # env 1: delta_0 = 1 + .5*2 - 0 = 2 (truncation bootstraps), delta_1 = 1 - 10 = -9 (terminal); A_0 = 2
+    np.testing.assert_allclose(adv, [[1.25, 2.0], [3.0, -9.0]])
+
+
+def test_nstep_returns_hand_computed():
+    ret = nstep_returns(R, NEXT_V, TERM, DONE, gamma=0.5)
+    # env 0: R_1 = 2 + .5*4 = 4, R_0 = 1 + .5*4 = 3;  env 1: R_0 = 1 + .5*2 = 2, R_1 = 1 + 0 = 1
+    np.testing.assert_allclose(ret, [[3.0, 2.0], [4.0, 1.0]])
+
+
+def naive_gae(r, v, nv, term, done, gamma, lam):
+    """Eq. (16) as written: A_t = sum_l (gamma lambda)^l delta_{t+l}, stopping at the episode's end."""
+    T, N = r.shape
+    delta = r + gamma * (1 - term) * nv - v
+    adv = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            for l_ in range(T - t):
+                adv[t, n] += (gamma * lam) ** l_ * delta[t + l_, n]
+                if done[t + l_, n]:
+                    break
+    return adv
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.95, 1.0])
+def test_gae_matches_the_explicit_sum(lam):
+    rng = np.random.default_rng(0)
+    T, N = 9, 4
+    r, v, nv = rng.normal(size=(T, N)), rng.normal(size=(T, N)), rng.normal(size=(T, N))
+    term = rng.random((T, N)) < 0.15
+    done = term | (rng.random((T, N)) < 0.15)
+    np.testing.assert_allclose(gae(r, v, nv, term, done, 0.9, lam), naive_gae(r, v, nv, term, done, 0.9, lam),
+                               atol=1e-12)
+    if lam == 1.0:  # the n-step return is GAE(lambda = 1) plus the baseline, when V(s_{t+1}) is consistent
+        nv[:-1] = np.where(done[:-1], nv[:-1], v[1:])
+        np.testing.assert_allclose(nstep_returns(r, nv, term, done, 0.9), gae(r, v, nv, term, done, 0.9, 1.0) + v,
+                                   atol=1e-12)
+    if lam == 0.0:  # GAE(0) is the TD error
+        np.testing.assert_allclose(gae(r, v, nv, term, done, 0.9, 0.0), r + 0.9 * (1 - term) * nv - v, atol=1e-12)
+
+
+class Counter(gymnasium.Env):
+    """obs = [t]; reward 1; truncated after 3 steps (never terminates)."""
+
+    observation_space = gymnasium.spaces.Box(-100, 100, (1,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([float(self.t)], np.float32), 1.0, False, self.t >= 3, {}
+
+
+def test_collect_bootstraps_from_the_final_observation_on_truncation():
+    envs = make_vec_env(Counter, 2, seed=0, algorithm="PPO")
+    model = ActorCritic(1, envs.single_action_space, (8,), seed=0)
+    with torch.no_grad():
+        model.v_head.bias.fill_(0.3)
+        model.v_body[0].weight.fill_(0.5)  # V depends on the observation
+    actor = NumpyActor(model, envs.single_action_space)
+    obs = np.asarray(envs.reset(seed=0)[0], np.float32)
+    buf, _ = collect(envs, actor, obs, 5, np.random.default_rng(0), Episodes(2), 0)
+    v_final, v_reset = actor.value(np.array([[3.0]], np.float32))[0], actor.value(np.array([[0.0]], np.float32))[0]
+    assert abs(v_final - v_reset) > 1e-3
+    t = 2  # the third step truncates
+    assert buf["dones"][t].all() and not buf["terminated"].any()
+    np.testing.assert_allclose(buf["next_values"][t], v_final, rtol=1e-5)
+    np.testing.assert_allclose(buf["obs"][t + 1], 0.0)  # the vector env has already reset
+    np.testing.assert_allclose(buf["next_values"][1], actor.value(np.array([[2.0]], np.float32))[0], rtol=1e-5)
