@@ -102,8 +102,8 @@ def _tiny_mnist(split: str):
     return x, y.astype(np.int64)
 
 
-TINY = replace(adam.PRESETS["quick"], train_limit=0, batch_size=32, logreg_epochs=2, mlp_epochs=2, mlp_hidden=16,
-               log_every=2, logreg_lr_grid=(1.0, 10.0))
+TINY = replace(adam.PRESETS["quick"], train_limit=0, batch_size=32, logreg_epochs=2, mlp_epochs=3, ablation_epochs=1,
+               mlp_hidden=16, log_every=2, logreg_lr_grid=(1.0, 10.0))
 
 
 def _run(tmp_path, name, seed=0, stop=None):
