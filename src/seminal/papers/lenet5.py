@@ -21,16 +21,17 @@ Equation map (numbers as in the paper):
   §III-C     learning-rate schedule over passes                 -> `lr_schedule`
 
 Deviations (numbered as in docs/papers/02-lenet5.md):
-  1. Optimizer: minibatch SGD (B = 16, no momentum) instead of the paper's per-pattern stochastic diagonal
-     Levenberg-Marquardt (App. C); the paper's schedule of its global rate eta (5e-4 x 1, 0.4, 0.2, 0.1,
-     0.02 from passes 0, 2, 5, 8, 12) is kept as factors of our rate. Why: minibatches make torch fast;
-     our SDLM attempt (in the notes) diverged at the paper's eta unless updates went pattern by pattern.
+  1. Optimizer: minibatch SGD (B = 16, lr 0.005, no momentum) instead of the paper's per-pattern stochastic
+     diagonal Levenberg-Marquardt (App. C); the paper's schedule of its global rate eta (5e-4 x 1, 0.4, 0.2,
+     0.1, 0.02 from passes 0, 2, 5, 8, 12) is kept as factors of our rate. Why: our SDLM diverged at the
+     paper's eta (see the notes), and minibatches are what make torch fast.
   2. RBF codes: the paper's 7x12 ASCII bitmaps (Fig. 3) are not published as data; we hand-drew 7x12
      digit bitmaps in their style (`DIGIT_BITMAPS`); `codes="random"` gives fixed random +-1 codes.
   3. Loss: Eq. (9) as written; the paper does not print its constant j, we use j = `map_j` = 10.
   4. Init: U(-2.4/F_i, 2.4/F_i) for weights *and* biases; in C3, F_i counts only the connected inputs.
   5. Input: the paper's levels (-0.1 paper, 1.175 ink), mapped linearly from MNIST's 0..255 grey levels.
   6. Quick preset: one pass over the first 20,000 training images, not 20 passes over 60,000.
+  7. C3 runs as a dense 6->16 convolution on masked kernels: Table I's function, not its FLOPs.
 """
 
 from __future__ import annotations
