@@ -21,7 +21,7 @@ Equation map (numbers as in the paper, §4 "Model Description"):
 Deviations (numbered as in docs/papers/06-dropout.md): 1. inverted dropout (scale 1/p while training)
 instead of scaling weights by p at test time, mathematically the same net (tested); 2. no max-norm and a
 constant learning rate with fixed momentum (the paper decays the rate and ramps momentum 0.5 -> 0.99);
-3. the quick preset trains a 2x512 net on 5,000 images for 20 epochs, not 3x1024 on 60,000 for ~3000.
+3. the quick preset trains a 2x512 net on 3,000 images for 16 epochs, not 3x1024 on 60,000 for ~3000.
 """
 
 from __future__ import annotations
