@@ -30,9 +30,14 @@ def test_numpy_actor_equals_the_torch_network(space, shared):
     a, logp, v = actor.act(obs, np.random.default_rng(1))
     t_obs = torch.as_tensor(obs)
     with torch.no_grad():
-        lp, _ = model.log_prob_entropy(t_obs, torch.as_tensor(a))
+        lp, ent = model.log_prob_entropy(t_obs, torch.as_tensor(a))
+        d = model.dist(t_obs)  # torch.distributions: the reference for the written-out hot path
+        ref_lp = d.log_prob(torch.as_tensor(a)) if model.discrete else d.log_prob(torch.as_tensor(a)).sum(-1)
+        ref_ent = d.entropy() if model.discrete else d.entropy().sum(-1)
         np.testing.assert_allclose(v, model.value(t_obs).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(logp, lp.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lp.numpy(), ref_lp.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ent.numpy(), ref_ent.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logp, ref_lp.numpy(), rtol=1e-4, atol=1e-5)
     if model.discrete:  # sampled actions follow pi: frequencies over many draws match the probabilities
         one = np.repeat(obs[:1], 20000, axis=0)
         draws = actor.act(one, np.random.default_rng(2))[0]

@@ -68,9 +68,9 @@ class Config:
     """Environment steps in total, over all actors."""
     n_envs: int = 8
     """N: parallel actors (synchronous vector env)."""
-    n_steps: int = 32
+    n_steps: int = 64
     """T: steps per actor per rollout; a batch is N*T samples."""
-    epochs: int = 20
+    epochs: int = 10
     """K: passes over each batch."""
     minibatch: int = 256
     """M: minibatch size."""
@@ -144,14 +144,16 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip: float
 
 
 def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, values: torch.Tensor,
-             targets: torch.Tensor, entropy: torch.Tensor, clip: float | None, vf_coef: float, ent_coef: float
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """-(L^CLIP - c1 L^VF + c2 H), Eq. (9), to be minimised; plus diagnostics."""
+             targets: torch.Tensor, entropy: torch.Tensor, clip: float | None, vf_coef: float, ent_coef: float,
+             diagnostics: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-(L^CLIP - c1 L^VF + c2 H), Eq. (9), to be minimised; plus diagnostics (skipped in the hot loop)."""
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()  # r_t(theta)
     l_clip = clipped_surrogate(ratio, advantages, clip)
     l_vf = 0.5 * (values - targets).pow(2).mean()
     ent = entropy.mean()
+    if not diagnostics:
+        return -(l_clip - vf_coef * l_vf + ent_coef * ent), {}
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean()  # an unbiased, positive estimate of KL(old || new)
         clip_frac = ((ratio - 1.0).abs() > (clip or math.inf)).float().mean()
@@ -189,7 +191,10 @@ def _train_policy(env: EnvSource, cfg: Config | None, total_steps: int | None, s
     envs = make_vec_env(env, cfg.n_envs, seed, "PPO", mode=cfg.vec_mode)
     obs_dim = envs.single_observation_space.shape[0]
     model = ActorCritic(obs_dim, envs.single_action_space, cfg.hidden, cfg.shared, seed=seed).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, foreach=True)
+    try:  # one fused kernel per step where the build has it (CPU and CUDA in recent torch)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, foreach=True)
     rng = np.random.default_rng(seed)
     batch = cfg.n_envs * cfg.n_steps
     n_updates = max(1, cfg.total_steps // batch)
@@ -222,7 +227,8 @@ def _train_policy(env: EnvSource, cfg: Config | None, total_steps: int | None, s
 
         b_obs, b_logp, b_adv, b_tgt = flat(buf["obs"]), flat(buf["logp"]), flat(adv), flat(targets)
         b_act = flat(buf["actions"], torch.long if model.discrete else torch.float32)
-        for _ in range(cfg.epochs):
+        parts: dict[str, torch.Tensor] = {}
+        for epoch in range(cfg.epochs):
             order = torch.as_tensor(rng.permutation(batch), device=device)
             for start in range(0, batch, cfg.minibatch):
                 mb = order[start:start + cfg.minibatch]
@@ -230,8 +236,10 @@ def _train_policy(env: EnvSource, cfg: Config | None, total_steps: int | None, s
                 if cfg.norm_adv and len(mb) > 1:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 logp, entropy = model.log_prob_entropy(b_obs[mb], b_act[mb])
-                loss, parts = ppo_loss(logp, b_logp[mb], mb_adv, model.value(b_obs[mb]), b_tgt[mb], entropy,
-                                       cfg.clip, cfg.vf_coef, cfg.ent_coef)
+                last = epoch == cfg.epochs - 1 and start + cfg.minibatch >= batch  # log the update's last step
+                loss, step_parts = ppo_loss(logp, b_logp[mb], mb_adv, model.value(b_obs[mb]), b_tgt[mb], entropy,
+                                            cfg.clip, cfg.vf_coef, cfg.ent_coef, diagnostics=last)
+                parts = step_parts or parts
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.max_grad_norm:
