@@ -20,13 +20,14 @@ def line_plot(
     title: str,
     logy: bool = False,
     hline: float | None = None,
+    hline_label: str = "claim threshold",
 ) -> Path:
     """One axes of labelled curves; `hline` draws a dashed reference (a claim's threshold)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), label=label, linewidth=1.6)
     if hline is not None:
-        ax.axhline(hline, color="gray", linestyle="--", linewidth=1, label="claim threshold")
+        ax.axhline(hline, color="gray", linestyle="--", linewidth=1, label=hline_label)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)

@@ -10,7 +10,7 @@ A paper's `train(cfg, run)` uses a `Run` like this::
 
 The first Ctrl-C asks the run to stop at the next `checkpoint` call (the state is saved, then the run
 raises `Interrupted`); a second Ctrl-C stops at once, keeping the previous checkpoint. The random state of
-`random`, NumPy's global generator and torch is saved with every checkpoint and restored on resume, so a
+`random`, NumPy's global generator and torch (CPU and CUDA) is saved with every checkpoint and restored on resume, so a
 resumed run ends with the same numbers as an uninterrupted one.
 """
 
@@ -67,11 +67,14 @@ def _from_safe(obj: Any) -> Any:
 
 def _rng_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
+    state = {
         "python": random.getstate(),
         "numpy": [kind, keys, pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
@@ -79,6 +82,8 @@ def _set_rng_state(state: dict) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Run:
