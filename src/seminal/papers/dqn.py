@@ -54,7 +54,7 @@ class Config:
     """Replay memory size N (transitions)."""
     batch_size: int = 64
     """Minibatch size of each gradient step."""
-    lr: float = 1e-3
+    lr: float = 2.3e-3
     """Learning rate of the optimizer."""
     optimizer: Literal["adam", "rmsprop"] = "adam"
     """`rmsprop`: the paper's (centred, momentum 0.95, eps 0.01); `adam`: the quick preset's (deviation 2)."""
@@ -62,17 +62,17 @@ class Config:
     """Discount factor gamma."""
     learning_starts: int = 1_000
     """Steps of random-policy data collected before the first update (the paper's "replay start size")."""
-    train_freq: int = 4
+    train_freq: int = 16
     """Env steps between update phases (the paper's "update frequency", 4)."""
-    gradient_steps: int = 1
-    """Gradient steps per update phase."""
-    target_update: int = 250
+    gradient_steps: int = 8
+    """Gradient steps per update phase (the paper's 1)."""
+    target_update: int = 128
     """C: gradient updates between copies theta^- <- theta (the paper's 10,000)."""
     eps_start: float = 1.0
     """Initial exploration rate epsilon."""
-    eps_end: float = 0.05
+    eps_end: float = 0.04
     """Final exploration rate epsilon (the paper's 0.1)."""
-    exploration_steps: int = 10_000
+    exploration_steps: int = 8_000
     """Env steps over which epsilon falls linearly from eps_start to eps_end (the paper's 1M frames)."""
     hidden: tuple[int, ...] = (64, 64)
     """Hidden widths of the MLP Q-network for vector observations (Atari uses the Nature CNN)."""

@@ -50,7 +50,7 @@ _DQN_QUICK = {f.name: getattr(dqn.PRESETS["quick"], f.name) for f in fields(dqn.
 _DQN_FULL = {f.name: getattr(dqn.PRESETS["full"], f.name) for f in fields(dqn.Config)}
 PRESETS = {
     "quick": Config(**_DQN_QUICK),
-    "full": Config(**_DQN_FULL, per_lr_scale=0.25),
+    "full": Config(**{**_DQN_FULL, "double": True}, per_lr_scale=0.25),  # the paper's baseline: Double DQN
 }
 
 CLAIMS = {
