@@ -132,3 +132,16 @@ def test_smoke_run_checkpoint_and_resume(tmp_path):
         execute("dqn", "quick", 1, overrides, tmp_path / "r", progress=False, stop_after_checkpoints=2)
     resumed = execute("dqn", "quick", 1, None, resume_dir=stop.value.run_dir, progress=False)
     assert resumed["resumed"] and np.isfinite(resumed["metrics"]["eval/return"])
+
+
+def test_nature_cnn_shapes_and_one_update_on_frames():
+    """The full preset's network on a batch of 4x84x84 uint8 frame stacks (Atari itself is an extra)."""
+    torch.manual_seed(0)
+    net = dqn.NatureCNN(n_actions=6)
+    frames = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    q = net(frames)
+    assert q.shape == (5, 6)
+    y = dqn.td_target(torch.ones(5), torch.zeros(5), net(frames).detach(), 0.99)
+    loss = dqn.td_loss(q.gather(1, torch.zeros(5, 1, dtype=torch.long)).squeeze(1), y, 1.0)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

@@ -313,7 +313,9 @@ def _learn(cfg: Config, run: Run, sampler: Any, prefix: str, state: dict | None,
     n_actions = require_discrete(env, cfg.env_id, "DQN")
     obs_shape = env.observation_space.shape
     dev = run.device
-    q = make_qnet(cfg, obs_shape, n_actions).to(dev)
+    with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed alone: every arm of an
+        torch.manual_seed(run.seed)  # ablation (entry 15's uniform vs prioritized) starts from the same net
+        q = make_qnet(cfg, obs_shape, n_actions).to(dev)
     q_target = copy.deepcopy(q)
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(q.parameters(), lr=cfg.lr, foreach=True)
