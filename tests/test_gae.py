@@ -97,3 +97,23 @@ def test_collect_bootstraps_from_the_final_observation_on_truncation():
     np.testing.assert_allclose(buf["next_values"][t], v_final, rtol=1e-5)
     np.testing.assert_allclose(buf["obs"][t + 1], 0.0)  # the vector env has already reset
     np.testing.assert_allclose(buf["next_values"][1], actor.value(np.array([[2.0]], np.float32))[0], rtol=1e-5)
+
+
+class EndsBothWays(Counter):
+    """Terminated and truncated in the same step (a pole that falls on the time limit's last step)."""
+
+    def step(self, action):
+        obs, r, _, trunc, info = super().step(action)
+        return obs, r, trunc, trunc, info
+
+
+def test_collect_does_not_bootstrap_when_terminated_at_the_time_limit():
+    envs = make_vec_env(EndsBothWays, 2, seed=0, algorithm="PPO")
+    model = ActorCritic(1, envs.single_action_space, (8,), seed=0)
+    with torch.no_grad():
+        model.v_head.bias.fill_(5.0)
+    actor = NumpyActor(model, envs.single_action_space)
+    obs = np.asarray(envs.reset(seed=0)[0], np.float32)
+    buf, _ = collect(envs, actor, obs, 4, np.random.default_rng(0), Episodes(2), 0)
+    assert buf["terminated"][2].all() and buf["dones"][2].all()
+    np.testing.assert_array_equal(buf["next_values"][2], 0.0)

@@ -126,16 +126,20 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
             state = {"done": {**state["done"], key: {"steps": steps, "returns": rets, "eval": policy.eval_return}}}
             run.checkpoint(state)
         res = state["done"][key]
-        curves[key] = (res["steps"], res["returns"])
+        rets = np.asarray(res["returns"], dtype=float)
+        smooth = np.convolve(rets, np.ones(20) / 20, mode="valid") if len(rets) >= 20 else rets  # 20-episode mean
+        curves[key] = (res["steps"][len(rets) - len(smooth):], smooth)
         # Area under the learning curve: the mean training-episode return over the whole budget.
         metrics[f"sweep/auc_{key}"] = float(np.mean(res["returns"])) if res["returns"] else 0.0
         metrics[f"sweep/final_{key}"] = res["eval"]
     auc = {lam: metrics[f"sweep/auc_lam={lam:g}"] for lam in cfg.lambdas}
     extremes = [auc[lam] for lam in cfg.lambdas if lam in (0.0, 1.0)]
     middle = [auc[lam] for lam in cfg.lambdas if 0.0 < lam < 1.0]
-    metrics["sweep/auc_gap"] = max(middle) - max(extremes)  # > 0: an intermediate lambda beats both ends
+    # > 0: an intermediate lambda beats both ends (nan when the sweep lacks one of the three kinds)
+    metrics["sweep/auc_gap"] = max(middle) - max(extremes) if middle and len(extremes) == 2 else float("nan")
     metrics["sweep/best_lambda"] = max(auc, key=auc.get)
     run.log(metrics, step=cfg.total_steps)
-    line_plot(run.plots_dir / "lambda_sweep.png", curves, xlabel="env steps", ylabel="training episode return",
+    line_plot(run.plots_dir / "lambda_sweep.png", curves, xlabel="env steps",
+              ylabel="training return (20-episode mean)",
               title=f"PPO on {cfg.env_id}, gamma={cfg.gamma}: GAE lambda sweep")
     return metrics

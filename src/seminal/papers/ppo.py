@@ -308,6 +308,8 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
                         "ablation/mean_eval_gap": float(np.mean([r for _, r in main["evals"]])
                                                         - np.mean([r for _, r in nc["evals"]]))})
         curves["no clipping (greedy eval)"] = ([s for s, _ in nc["evals"]], [r for _, r in nc["evals"]])
+    else:  # ablation off: the ablation claim has nothing to check
+        metrics["ablation/drop_gap"] = math.nan
     run.log(metrics, step=cfg.total_steps)
     line_plot(run.plots_dir / "learning_curve.png", curves, xlabel="env steps", ylabel="greedy return",
               title=f"PPO on {cfg.env_id}: clipped vs unclipped surrogate", hline=cfg.solved_return)
