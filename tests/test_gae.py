@@ -117,3 +117,13 @@ def test_collect_does_not_bootstrap_when_terminated_at_the_time_limit():
     buf, _ = collect(envs, actor, obs, 4, np.random.default_rng(0), Episodes(2), 0)
     assert buf["terminated"][2].all() and buf["dones"][2].all()
     np.testing.assert_array_equal(buf["next_values"][2], 0.0)
+
+
+def test_sweep_needs_both_ends_and_a_middle():
+    from seminal.core.config import apply_overrides
+    from seminal.core.errors import SeminalError
+    from seminal.papers import gae as gae_paper
+
+    with pytest.raises(SeminalError, match="in between"):
+        apply_overrides(gae_paper.PRESETS["quick"], ["lambdas=0,1"])
+    assert apply_overrides(gae_paper.PRESETS["quick"], ["lambdas=0,0.5,1"]).lambdas == (0.0, 0.5, 1.0)

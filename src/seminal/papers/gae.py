@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from seminal.core.claims import Claim
+from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
 
@@ -49,6 +50,12 @@ class Config:
     """Env steps per lambda (a fixed budget, so that learning speed shows in the area under the curve)."""
     ppo_preset: str = "quick"
     """PPO preset the learner starts from (then gamma, lam, total_steps and this sweep's settings)."""
+
+    def validate(self) -> None:
+        if self.ppo_preset not in ("quick", "full"):
+            raise SeminalError(f"ppo_preset={self.ppo_preset!r}: choose quick or full")
+        if not any(0 < lam < 1 for lam in self.lambdas) or not {0.0, 1.0} <= set(self.lambdas):
+            raise SeminalError(f"lambdas={self.lambdas}: the sweep needs 0, 1 and at least one value in between")
 
 
 PRESETS = {
