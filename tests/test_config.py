@@ -63,3 +63,14 @@ def test_dict_round_trip_restores_tuples():
 def test_field_docs_read_from_source():
     docs = field_docs(Toy)
     assert docs["lr"] == "Learning rate." and docs["epochs"] == "Passes." and docs["act"] == ""
+
+
+@dataclass(frozen=True)
+class ToyChild(Toy):
+    extra: int = 1
+    """Only in the child."""
+
+
+def test_field_docs_inherit_from_base_config():
+    docs = field_docs(ToyChild)
+    assert docs["lr"] == "Learning rate." and docs["extra"] == "Only in the child."

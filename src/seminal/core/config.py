@@ -131,7 +131,19 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass, read from its source ("" where there is none)."""
+    """The docstring under each field of a dataclass, read from its source ("" where there is none).
+
+    Fields inherited from a base dataclass (a paper's Config extending an earlier paper's) keep the
+    base's docstrings unless the subclass documents them again.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update({k: v for k, v in _own_field_docs(klass).items() if v or k not in docs})
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError, SyntaxError):
