@@ -106,3 +106,12 @@ def test_nan_loss_stops_with_the_step(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "loss became nan at step 3" in err and "--set lr=" in err
+
+
+def test_missing_claim_metric_prints_missing(monkeypatch, capsys, tmp_path):
+    import seminal.papers.backprop as backprop
+
+    monkeypatch.setattr(backprop, "train", lambda cfg, run: {"xor/success_rate": 0.9})
+    assert cli.main(["run", "backprop", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mnist/test_acc = missing" in out and "[FAIL]" in out and "[PASS]" in out

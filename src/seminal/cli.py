@@ -121,7 +121,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"  {key:<28} {value:.6g}" if isinstance(value, float) else f"  {key:<28} {value}")
         for c in summary["claims"]:
             mark = "PASS" if c["passed"] else "FAIL"
-            print(f"  [{mark}] {c['name']}: {c['metric']} = {c['value']:.4g} (need {c['op']} {c['threshold']:g}; "
+            value = "missing" if c["value"] is None else f"{c['value']:.4g}"
+            print(f"  [{mark}] {c['name']}: {c['metric']} = {value} (need {c['op']} {c['threshold']:g}; "
                   f"paper: {c['paper_value']}, {c['source']})")
         return 0
     if args.command == "reproduce":
