@@ -12,6 +12,7 @@ import torch
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, seed_everything
+from seminal.data import vision
 from seminal.papers import adam
 
 
@@ -114,7 +115,7 @@ def _run(tmp_path, name, seed=0, stop=None):
 
 
 def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr(adam, "load_mnist", _tiny_mnist)
+    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
     first = _run(tmp_path, "a")
     assert all(math.isfinite(v) for v in first.values())
     assert {"logreg/adam_speedup_vs_sgd", "mlp/adam_speedup_vs_sgd", "ablation/loss_ratio_uncorrected"} <= set(first)

@@ -20,12 +20,13 @@ def _run(args, env=None, **kw):
     return subprocess.run(SEMINAL + args, capture_output=True, text=True, env=full_env, timeout=300, **kw)
 
 
-def _one_line_error(proc, pattern):
+def _one_line_error(proc, pattern) -> bool:
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert pattern in lines[0], lines[0]
+    return True
 
 
 def test_list_shows_whole_syllabus():
@@ -65,7 +66,7 @@ def test_show_prints_claims_and_documented_keys():
     (["run", "1", "--resume", "/nonexistent/run"], "no config.json there"),
 ])
 def test_bad_input_is_one_line(args, pattern):
-    _one_line_error(_run(args), pattern)
+    assert _one_line_error(_run(args), pattern)
 
 
 def test_missing_dataset_is_one_line(tmp_path):
@@ -73,7 +74,7 @@ def test_missing_dataset_is_one_line(tmp_path):
            "SEMINAL_CACHE": str(tmp_path / "cache")}
     proc = _run(["run", "1", "--set", "xor_starts=2", "--set", "encoder_starts=2", "--set", "xor_sweeps=10",
                  "--set", "encoder_sweeps=10", "--out", str(tmp_path / "runs")], env=env)
-    _one_line_error(proc, "MNIST not found")
+    assert _one_line_error(proc, "MNIST not found")
 
 
 def test_corrupt_dataset_is_one_line(tmp_path):
@@ -88,7 +89,7 @@ def test_corrupt_dataset_is_one_line(tmp_path):
            "SEMINAL_CACHE": str(tmp_path / "cache")}
     proc = _run(["run", "1", "--set", "xor_starts=2", "--set", "encoder_starts=2", "--set", "xor_sweeps=10",
                  "--set", "encoder_sweeps=10", "--out", str(tmp_path / "runs")], env=env)
-    _one_line_error(proc, "corrupt data file")
+    assert _one_line_error(proc, "corrupt data file")
     proc = _run(["data", "verify", "mnist"], env=env)
     assert proc.returncode != 0 and "BAD" in proc.stdout
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, seed_everything
+from seminal.data import vision
 from seminal.papers import dropout
 
 
@@ -110,7 +111,7 @@ def _run(tmp_path, name, seed=0, stop=None):
 
 
 def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr(dropout, "load_mnist", _tiny_mnist)
+    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
     first = _run(tmp_path, "a")
     assert all(math.isfinite(v) for v in first.values())
     assert {"dropout/test_error_reduction", "dropout/gap_reduction"} <= set(first)

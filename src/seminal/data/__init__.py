@@ -8,6 +8,7 @@ from seminal.data.vision import (
     load_cifar10,
     load_fashion_mnist,
     load_mnist,
+    mnist_flat,
     parse_cifar_batch,
     parse_idx,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "load_cifar10",
     "load_fashion_mnist",
     "load_mnist",
+    "mnist_flat",
     "parse_cifar_batch",
     "parse_idx",
 ]

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from seminal.core.claims import Claim
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_mnist
+from seminal.data import mnist_flat
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
@@ -259,13 +259,8 @@ def _name(k: str, o: str, s: float) -> str:
 
 def train(cfg: Config, run: Run) -> dict[str, float]:
     dev = run.device
-    xtr, ytr = load_mnist("train")
-    xte, yte = load_mnist("test")
-    if cfg.train_limit:
-        xtr, ytr = xtr[: cfg.train_limit], ytr[: cfg.train_limit]
-    xtr = torch.tensor(xtr.reshape(len(xtr), -1), dtype=torch.float32, device=dev) / 255.0  # (N, 784)
-    xte = torch.tensor(xte.reshape(len(xte), -1), dtype=torch.float32, device=dev) / 255.0
-    ytr, yte = torch.tensor(ytr, device=dev), torch.tensor(yte, device=dev)
+    xtr, ytr = mnist_flat("train", cfg.train_limit, dev)  # (N, 784) in [0, 1], (N,)
+    xte, yte = mnist_flat("test", 0, dev)
 
     arms = _arms(cfg)
     init = {k: make_model(k, cfg.mlp_hidden).to(dev) for k in ("logreg", "mlp")}

@@ -38,7 +38,7 @@ from seminal.core.claims import Claim
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_mnist
+from seminal.data import mnist_flat
 from seminal.papers.adam import SGD
 
 
@@ -158,13 +158,8 @@ def error_rate(net: nn.Module, x: Tensor, y: Tensor, chunk: int = 5000) -> float
 def train(cfg: Config, run: Run) -> dict[str, float]:
     cfg.validate()
     dev = run.device
-    xtr, ytr = load_mnist("train")
-    xte, yte = load_mnist("test")
-    if cfg.train_limit:
-        xtr, ytr = xtr[: cfg.train_limit], ytr[: cfg.train_limit]
-    xtr = torch.tensor(xtr.reshape(len(xtr), -1), dtype=torch.float32, device=dev) / 255.0  # (N, 784)
-    xte = torch.tensor(xte.reshape(len(xte), -1), dtype=torch.float32, device=dev) / 255.0
-    ytr, yte = torch.tensor(ytr, device=dev), torch.tensor(yte, device=dev)
+    xtr, ytr = mnist_flat("train", cfg.train_limit, dev)  # (N, 784) in [0, 1], (N,)
+    xte, yte = mnist_flat("test", 0, dev)
 
     # Two nets from the same initial weights: "plain" never drops a unit (p = 1), "dropout" uses the paper's p.
     plain = DropoutMLP(cfg.hidden, 1.0, 1.0).to(dev)
