@@ -246,7 +246,11 @@ def _relative(path: str) -> str:
 
 
 def commit() -> str | None:
-    """The checkout's commit (with `-dirty` when tracked files differ), or None outside git."""
+    """The checkout's commit (with `-dirty` when tracked files differ); outside git, $SEMINAL_COMMIT or None.
+
+    SEMINAL_COMMIT is for a copy of the tree without its .git (a run on another machine): name the commit it is.
+    """
+    fallback = os.environ.get("SEMINAL_COMMIT") or None
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=10).stdout.strip()
@@ -254,8 +258,8 @@ def commit() -> str | None:
                                 ":(exclude)results"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("-dirty" if dirty else "")) if sha else None
+        return fallback
+    return (sha + ("-dirty" if dirty else "")) if sha else fallback
 
 
 def machine() -> dict:

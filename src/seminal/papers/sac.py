@@ -39,7 +39,7 @@ from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.rl import evaluate, require_box
 from seminal.core.run import Run
-from seminal.papers._offpolicy import EnsembleMLP, ReplayBuffer, make_box_env, scale_action
+from seminal.papers._offpolicy import CudaGraphed, EnsembleMLP, ReplayBuffer, make_box_env, scale_action
 from seminal.papers.ddpg import polyak_update
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the authors' code clamps log sigma to this range
@@ -77,6 +77,8 @@ class Config:
     """Episodes per evaluation (policy mean, squashed); the final one gives `eval/return`."""
     checkpoint_every: int = 5_000
     """Environment steps between checkpoints (nets, optimizers, alpha and the replay buffer)."""
+    cuda_graph: bool = True
+    """On a GPU, replay each update as one captured CUDA graph (same math, far fewer launches); CPU: no effect."""
 
 
 PRESETS = {
@@ -191,7 +193,8 @@ def make_agent(obs_dim: int, act_dim: int, cfg: Config, device: Any = "cpu") -> 
     actor = SquashedGaussianActor(obs_dim, act_dim, cfg.hidden).to(device)
     critic = EnsembleMLP(2, (obs_dim + act_dim, *cfg.hidden, 1)).to(device)
     log_alpha = torch.tensor(math.log(cfg.alpha), device=device, requires_grad=cfg.auto_alpha)
-    fast = {"foreach": True}
+    # capturable: the optimizer's step counter stays on the GPU, so `step()` can sit inside a CUDA graph
+    fast = {"foreach": True, "capturable": torch.device(device).type == "cuda" and cfg.cuda_graph}
     actor_params = list(actor.parameters()) + ([log_alpha] if cfg.auto_alpha else [])
     return Agent(actor, critic, copy.deepcopy(critic), log_alpha, torch.optim.Adam(actor_params, lr=cfg.lr, **fast),
                  torch.optim.Adam(critic.parameters(), lr=cfg.lr, **fast))
@@ -255,6 +258,12 @@ def train_sac(env: Any | Callable[[], Any], cfg: Config, *, seed: int = 0, devic
     buffer = ReplayBuffer(min(cfg.buffer_size, cfg.total_steps), obs_dim, act_dim, device)
     policy = SquashedGaussianPolicy(agent.actor, low, high, device)
     rng = np.random.default_rng([seed, 2])
+
+    def update(*batch: torch.Tensor) -> dict:
+        return sac_update(agent, batch, cfg, target_entropy)
+
+    if torch.device(device).type == "cuda" and cfg.cuda_graph:
+        update = CudaGraphed(update)  # the same update, replayed as one CUDA graph
     first, episode = 0, 0
     state = run.restore() if run is not None else None
     if state is not None:
@@ -281,7 +290,7 @@ def train_sac(env: Any | Callable[[], Any], cfg: Config, *, seed: int = 0, devic
             obs, _ = env.reset(seed=seed * 1_000_003 + episode)
             ret = 0.0
         if step >= cfg.start_steps:
-            last = sac_update(agent, buffer.sample(rng, cfg.batch_size), cfg, target_entropy)
+            last = update(*buffer.sample(rng, cfg.batch_size))
         if run is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.total_steps):
             sps = (step + 1 - t_steps) / (time.perf_counter() - t0)
             eval_env = factory() if factory is not None else None
