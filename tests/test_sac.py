@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -121,3 +122,27 @@ def test_cuda_graph_replay_matches_the_eager_update():
     for name in ("actor", "critic", "critic_target"):
         for p, q in zip(getattr(eager, name).parameters(), getattr(graphed, name).parameters()):
             assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
+def test_optimizer_state_from_a_graph_run_loads_on_a_cpu():
+    """A checkpoint written by a capturable (CUDA-graph) Adam resumes in a CPU optimizer, and steps the same."""
+    from seminal.papers._offpolicy import load_optimizer
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4))
+    saved = torch.optim.Adam([w], lr=0.1)
+    for _ in range(3):
+        saved.zero_grad()
+        (w**2).sum().backward()
+        saved.step()
+    state = copy.deepcopy(saved.state_dict())  # as a checkpoint would hold it: no shared tensors
+    state["param_groups"][0]["capturable"] = True  # as written on a GPU with cuda_graph=True
+    w2 = torch.nn.Parameter(w.detach().clone())
+    resumed = torch.optim.Adam([w2], lr=0.1)
+    load_optimizer(resumed, state)
+    assert resumed.param_groups[0]["capturable"] is False
+    for opt, p in ((saved, w), (resumed, w2)):
+        opt.zero_grad()
+        (p**2).sum().backward()
+        opt.step()  # a CPU Adam left capturable=True would refuse this step
+    assert torch.equal(w, w2)

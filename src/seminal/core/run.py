@@ -229,7 +229,9 @@ class Run:
         if not path.exists():
             return None
         try:
-            payload = torch.load(path, weights_only=True)
+            # Tensors come back on the CPU; load_state_dict moves them to where the model lives, so a run
+            # checkpointed on a GPU can resume on a CPU and the other way round.
+            payload = torch.load(path, weights_only=True, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
             raise SeminalError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to start over") from e
         _set_rng_state(_from_safe(payload["rng"]))

@@ -163,3 +163,19 @@ class CudaGraphed:
                 buf.copy_(x)
         self.graph.replay()
         return self.out
+
+
+def load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """`opt.load_state_dict(state)`, keeping this optimizer's own `capturable` setting.
+
+    A checkpoint from a CUDA-graph run (capturable Adam, step counters on the GPU) then resumes on a CPU,
+    and a CPU checkpoint resumes in a graph, with each step counter moved to where its parameter lives.
+    """
+    capturable = [group.get("capturable", False) for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, flag in zip(opt.param_groups, capturable):
+        group["capturable"] = flag
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            if torch.is_tensor(st.get("step")):
+                st["step"] = st["step"].to(p.device if flag else "cpu", torch.float32)

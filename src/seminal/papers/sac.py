@@ -39,7 +39,7 @@ from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.rl import evaluate, require_box
 from seminal.core.run import Run
-from seminal.papers._offpolicy import CudaGraphed, EnsembleMLP, ReplayBuffer, make_box_env, scale_action
+from seminal.papers._offpolicy import CudaGraphed, EnsembleMLP, ReplayBuffer, load_optimizer, make_box_env, scale_action
 from seminal.papers.ddpg import polyak_update
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the authors' code clamps log sigma to this range
@@ -183,8 +183,10 @@ class Agent:
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k in ("actor", "critic", "critic_target", "actor_opt", "critic_opt"):
+        for k in ("actor", "critic", "critic_target"):
             getattr(self, k).load_state_dict(state[k])
+        for k in ("actor_opt", "critic_opt"):
+            load_optimizer(getattr(self, k), state[k])  # a GPU (graph) checkpoint resumes on a CPU, and back
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
 
