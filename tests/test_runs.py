@@ -93,3 +93,13 @@ def test_reproduce_writes_results_and_report(tmp_path):
 
 def test_committed_readme_table_and_results_md_are_current():
     assert check_readme(), "run `seminal report` after `seminal reproduce`"
+
+
+def test_recorded_commit_is_git_head_or_seminal_commit(monkeypatch):
+    from seminal.core import runner
+
+    monkeypatch.delenv("SEMINAL_COMMIT", raising=False)
+    head = runner.commit()
+    assert head is None or len(head.split("-")[0]) == 12
+    monkeypatch.setenv("SEMINAL_COMMIT", "abc123def456")
+    assert runner.commit() == "abc123def456"

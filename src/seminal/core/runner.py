@@ -246,11 +246,12 @@ def _relative(path: str) -> str:
 
 
 def commit() -> str | None:
-    """The checkout's commit (with `-dirty` when tracked files differ); outside git, $SEMINAL_COMMIT or None.
+    """$SEMINAL_COMMIT if set, else the checkout's commit (with `-dirty` when tracked files differ), or None.
 
-    SEMINAL_COMMIT is for a copy of the tree without its .git (a run on another machine): name the commit it is.
+    SEMINAL_COMMIT names the commit of a tree copied without (or with stale) git metadata, e.g. to a GPU machine.
     """
-    fallback = os.environ.get("SEMINAL_COMMIT") or None
+    if os.environ.get("SEMINAL_COMMIT"):
+        return os.environ["SEMINAL_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=10).stdout.strip()
@@ -258,8 +259,8 @@ def commit() -> str | None:
                                 ":(exclude)results"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return fallback
-    return (sha + ("-dirty" if dirty else "")) if sha else fallback
+        return None
+    return (sha + ("-dirty" if dirty else "")) if sha else None
 
 
 def machine() -> dict:
