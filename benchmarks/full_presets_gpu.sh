@@ -5,7 +5,8 @@
 #
 # Each job is one `seminal reproduce` in the background with its own log and time limit (JOB_TIMEOUT,
 # default 540 s); results/*.json and logs/ land in OUT_DIR and are packed into OUT_DIR/results.tgz.
-# GPU-bound papers (vision) use cuda; env-bound RL papers are pinned to the CPU (SEMINAL_DEVICE=cpu).
+# GPU-bound papers (vision, and SAC, whose update is one CUDA graph there: ~590 steps/s on an H200, so its
+# 300k-step LunarLanderContinuous preset needs ~9 min) use cuda; env-bound RL papers are pinned to the CPU.
 set -u
 out=${1:?usage: full_presets_gpu.sh OUT_DIR [FULL_PAPERS] [QUICK_PAPERS...]}
 full=${2:-lenet5,ppo}
@@ -22,7 +23,7 @@ job() {  # job NAME DEVICE ARGS...
 }
 
 for p in ${full//,/ }; do
-  case $p in lenet5|backprop|weight-decay|relu|adam|dropout) dev=auto ;; *) dev=cpu ;; esac
+  case $p in lenet5|backprop|weight-decay|relu|adam|dropout|sac) dev=auto ;; *) dev=cpu ;; esac
   job "$p-full" "$dev" reproduce "$p" --preset full --seeds 1 --quiet
 done
 for p in "$@"; do
