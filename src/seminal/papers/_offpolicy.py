@@ -130,7 +130,7 @@ class EnsembleMLP(nn.Module):
 class CudaGraphed:
     """Call `fn(*tensors)` eagerly `warmup` times, then capture it once as a CUDA graph and replay that.
 
-    The math is `fn`'s, unchanged. Why: on a GPU one SAC update is about 190 small kernels, and launching
+    The math is `fn`'s, unchanged. Why: on a GPU one SAC update is about 190 operator calls, and launching
     them one at a time from Python takes longer than running them; a graph launches all of them at once.
     What `fn` must allow (as `torch.cuda.graph` requires): fixed input shapes, no host sync (`.item()`,
     `.cpu()`, printing), and optimizers built with `capturable=True`. Its outputs are tensors that every
