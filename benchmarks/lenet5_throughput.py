@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from seminal.papers.lenet5 import C3_TABLE, LeNet5, map_loss, rbf_codes
+from seminal.papers.foundations.lenet5 import C3_TABLE, LeNet5, map_loss, rbf_codes
 
 # Multiply-adds of one forward pass, layer by layer (output units x inputs per unit).
 C3_PAIRS = sum(len(t) for t in C3_TABLE)  # 60

@@ -38,7 +38,7 @@ def run_one(side: str, env_id: str, steps: int, seed: int, device: str) -> dict:
     seed_everything(seed)
     t0 = time.perf_counter()
     if side in ("ours", "ours-eager"):
-        from seminal.papers import sac
+        from seminal.papers.rl import sac
 
         cfg = dataclasses.replace(sac.PRESETS["quick"], env_id=env_id, total_steps=steps, cuda_graph=side == "ours")
         policy = sac.train_sac(make_env(env_id), cfg, seed=seed, device=device)

@@ -91,7 +91,7 @@ def sb3_eval_callback(timer: Timer, env_id: str, eval_every: int, episodes: int)
 
 # ---- the pairs ------------------------------------------------------------------------------------------
 def ours_dqn(seed: int, pair: Pair, timer: Timer) -> float:
-    from seminal.papers import dqn
+    from seminal.papers.rl import dqn
 
     cfg = dqn.replace(dqn.PRESETS["quick"], env_id=pair.env_id, total_steps=pair.budget, eval_every=pair.eval_every,
                       eval_episodes=pair.episodes)
@@ -101,7 +101,7 @@ def ours_dqn(seed: int, pair: Pair, timer: Timer) -> float:
 
 
 def ours_ppo(seed: int, pair: Pair, timer: Timer) -> float:
-    ppo = importlib.import_module("seminal.papers.ppo")
+    ppo = importlib.import_module("seminal.papers.rl.ppo")
     ppo.evaluate = timer.timed_evaluate(evaluate)
     run = TimedRun(timer, "ppo/eval_return", seed)
     policy = ppo.train_policy(pair.env_id, total_steps=pair.budget, seed=seed, run=run, prefix="ppo",
@@ -152,8 +152,8 @@ class Pair:
 
 
 PAIRS: dict[str, Pair] = {
-    "ppo": Pair("CartPole-v1", 100_000, 475.0, ours_ppo, sb3_ppo, "seminal.papers.ppo"),
-    "dqn": Pair("CartPole-v1", 50_000, 475.0, ours_dqn, sb3_dqn, "seminal.papers.dqn"),
+    "ppo": Pair("CartPole-v1", 100_000, 475.0, ours_ppo, sb3_ppo, "seminal.papers.rl.ppo"),
+    "dqn": Pair("CartPole-v1", 50_000, 475.0, ours_dqn, sb3_dqn, "seminal.papers.rl.dqn"),
 }
 
 

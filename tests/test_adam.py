@@ -13,7 +13,7 @@ import torch
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, seed_everything
 from seminal.data import vision
-from seminal.papers import adam
+from seminal.papers.optimisation import adam
 
 
 def _problem(seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from seminal.papers import backprop as bp
+from seminal.papers.foundations import backprop as bp
 
 
 def _numeric_grad(p, x, d, hidden, output, key, eps=1e-6):

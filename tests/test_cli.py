@@ -95,7 +95,7 @@ def test_corrupt_dataset_is_one_line(tmp_path):
 
 
 def test_nan_loss_stops_with_the_step(monkeypatch, capsys, tmp_path):
-    import seminal.papers.backprop as backprop
+    import seminal.papers.foundations.backprop as backprop
 
     def diverging_train(cfg, run):
         for step in range(5):
@@ -110,7 +110,7 @@ def test_nan_loss_stops_with_the_step(monkeypatch, capsys, tmp_path):
 
 
 def test_missing_claim_metric_prints_missing(monkeypatch, capsys, tmp_path):
-    import seminal.papers.backprop as backprop
+    import seminal.papers.foundations.backprop as backprop
 
     monkeypatch.setattr(backprop, "train", lambda cfg, run: {"xor/success_rate": 0.9})
     assert cli.main(["run", "backprop", "--out", str(tmp_path)]) == 0

@@ -10,8 +10,8 @@ import torch
 
 from seminal.core.errors import SeminalError
 from seminal.core.runner import execute
-from seminal.papers import ddpg
-from seminal.papers._offpolicy import EnsembleMLP, ReplayBuffer, make_box_env, scale_action
+from seminal.papers.rl import ddpg
+from seminal.papers.rl._offpolicy import EnsembleMLP, ReplayBuffer, make_box_env, scale_action
 
 TINY = ["total_steps=400", "start_steps=200", "batch_size=32", "hidden=(16,16)", "eval_every=200",
         "eval_episodes=1", "mc_episodes=1", "mc_states=20", "mc_horizon=20", "checkpoint_every=300"]

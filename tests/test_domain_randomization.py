@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seminal.core.rl import make_env
-from seminal.papers import domain_randomization as dr
+from seminal.papers.robotics import domain_randomization as dr
 
 CARTPOLE_NOMINAL = {"length": 0.5, "masspole": 0.1, "masscart": 1.0, "force_mag": 10.0, "gravity": 9.8}
 

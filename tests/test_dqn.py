@@ -13,7 +13,7 @@ from torch import nn
 from seminal.core.errors import SeminalError
 from seminal.core.run import Run, seed_everything
 from seminal.core.runner import execute
-from seminal.papers import dqn
+from seminal.papers.rl import dqn
 
 TINY = dataclasses.replace(dqn.PRESETS["quick"], total_steps=1200, learning_starts=200, buffer_size=1000,
                            batch_size=32, eval_every=600, eval_episodes=2, checkpoint_every=400, target_update=20)

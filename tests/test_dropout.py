@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, seed_everything
 from seminal.data import vision
-from seminal.papers import dropout
+from seminal.papers.optimisation import dropout
 
 
 @pytest.mark.parametrize("p", [0.8, 0.5, 0.2])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from seminal.papers.a2c import ActorCritic, Episodes, NumpyActor, collect, make_vec_env
-from seminal.papers.gae import gae, nstep_returns
+from seminal.papers.rl.a2c import ActorCritic, Episodes, NumpyActor, collect, make_vec_env
+from seminal.papers.rl.gae import gae, nstep_returns
 
 # Two envs, two steps, gamma = lambda = 0.5.
 # env 0: one episode that runs on past the rollout: bootstrap V(s_2) = 4 at the end.
@@ -122,7 +122,7 @@ def test_collect_does_not_bootstrap_when_terminated_at_the_time_limit():
 def test_sweep_needs_both_ends_and_a_middle():
     from seminal.core.config import apply_overrides
     from seminal.core.errors import SeminalError
-    from seminal.papers import gae as gae_paper
+    from seminal.papers.rl import gae as gae_paper
 
     with pytest.raises(SeminalError, match="in between"):
         apply_overrides(gae_paper.PRESETS["quick"], ["lambdas=0,1"])

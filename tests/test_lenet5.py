@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from seminal.core.errors import Interrupted
 from seminal.core.runner import execute
-from seminal.papers import lenet5 as L
+from seminal.papers.foundations import lenet5 as L
 
 # Table I of the paper, typed from the printed table: row = S2 map 0..5, column = C3 map 0..15, X = connected.
 TABLE_I = (

@@ -11,8 +11,8 @@ import torch
 
 from seminal.core.errors import SeminalError
 from seminal.core.run import Run
-from seminal.papers import ppo
-from seminal.papers.ppo import clipped_surrogate, max_drop
+from seminal.papers.rl import ppo
+from seminal.papers.rl.ppo import clipped_surrogate, max_drop
 
 TINY = dataclasses.replace(ppo.PRESETS["quick"], total_steps=1024, n_envs=4, n_steps=64, epochs=2, minibatch=128,
                            eval_every=512, eval_episodes=2)

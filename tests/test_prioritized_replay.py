@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from seminal.core.run import Run, seed_everything
-from seminal.papers import prioritized_replay as per
+from seminal.papers.rl import prioritized_replay as per
 
 
 def _reference_find(leaves: np.ndarray, mass: np.ndarray) -> np.ndarray:

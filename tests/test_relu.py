@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seminal.core.run import Run
-from seminal.papers import relu
+from seminal.papers.optimisation import relu
 
 TINY = replace(relu.PRESETS["quick"], hidden=(16, 16), train_limit=256, test_limit=200, epochs=2, batch=32,
                log_every=2, window=4, target_loss=2.0)

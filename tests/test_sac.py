@@ -14,7 +14,7 @@ from seminal.core.errors import SeminalError
 from seminal.core.rl import make_env
 from seminal.core.run import seed_everything
 from seminal.core.runner import execute
-from seminal.papers import sac
+from seminal.papers.rl import sac
 
 TINY = ["total_steps=300", "start_steps=150", "batch_size=32", "hidden=(16,16)", "eval_every=150",
         "eval_episodes=1", "checkpoint_every=200"]
@@ -97,7 +97,7 @@ def test_cuda_graph_replay_matches_the_eager_update():
     The policy is made deterministic (log sigma held below its clamp, whose gradient is then zero) and alpha
     negligible, so the two agents' random draws do not matter and both must follow the same trajectory.
     """
-    from seminal.papers._offpolicy import CudaGraphed
+    from seminal.papers.rl._offpolicy import CudaGraphed
 
     cfg = dataclasses.replace(sac.PRESETS["quick"], auto_alpha=False, alpha=1e-9)
     eager_cfg = dataclasses.replace(cfg, cuda_graph=False)
@@ -126,7 +126,7 @@ def test_cuda_graph_replay_matches_the_eager_update():
 
 def test_optimizer_state_from_a_graph_run_loads_on_a_cpu():
     """A checkpoint written by a capturable (CUDA-graph) Adam resumes in a CPU optimizer, and steps the same."""
-    from seminal.papers._offpolicy import load_optimizer
+    from seminal.papers.rl._offpolicy import load_optimizer
 
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(4))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from seminal.core.runner import execute
-from seminal.papers import ddpg, td3
+from seminal.papers.rl import ddpg, td3
 
 TINY = ["total_steps=300", "start_steps=150", "batch_size=32", "hidden=(16,16)", "eval_every=150",
         "eval_episodes=1", "mc_episodes=1", "mc_states=20", "mc_horizon=20", "checkpoint_every=1000"]

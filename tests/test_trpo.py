@@ -12,9 +12,9 @@ import torch
 
 from seminal.core.errors import SeminalError
 from seminal.core.run import Run
-from seminal.papers import trpo
-from seminal.papers.a2c import ActorCritic
-from seminal.papers.trpo import conjugate_gradient, fisher_vector_product, mean_kl, trpo_step
+from seminal.papers.rl import trpo
+from seminal.papers.rl.a2c import ActorCritic
+from seminal.papers.rl.trpo import conjugate_gradient, fisher_vector_product, mean_kl, trpo_step
 
 
 def test_conjugate_gradient_solves_an_spd_system():

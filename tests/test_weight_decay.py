@@ -13,7 +13,7 @@ from torch import nn
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.papers import weight_decay as wd
+from seminal.papers.foundations import weight_decay as wd
 
 
 # ---- Eqs. (1)-(2) -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The syllabus: every paper seminal covers, by number, and where its code, notes and results live.
 
-A paper is *implemented* when `seminal.papers.<slug with underscores>` exists; it has *notes* when
+A paper is *implemented* when `seminal.papers.<area>.<slug>` exists (hyphens become underscores); it has *notes* when
 `docs/papers/NN-slug.md` exists; its claim is *verified* when `results/<slug>.json` says it passed.
 Nothing here is typed by hand twice: `seminal list`, the report and the README table all read this.
 """
@@ -28,12 +28,25 @@ class Entry:
     area: str
 
     @property
+    def package(self) -> str:
+        """The area's package, `seminal.papers.<area>`: the paper and its area's shared plumbing live there."""
+        return "seminal.papers." + self.area.replace("-", "_")
+
+    @property
     def module_name(self) -> str:
-        return "seminal.papers." + self.slug.replace("-", "_")
+        return f"{self.package}.{self.slug.replace('-', '_')}"
+
+    @property
+    def module_path(self) -> str:
+        """The module's file, relative to the checkout: `src/seminal/papers/<area>/<slug>.py`."""
+        return "src/" + self.module_name.replace(".", "/") + ".py"
 
     @property
     def implemented(self) -> bool:
-        return importlib.util.find_spec(self.module_name) is not None
+        try:
+            return importlib.util.find_spec(self.module_name) is not None
+        except ModuleNotFoundError:  # the area's package does not exist yet
+            return False
 
     @property
     def notes_path(self) -> Path:

@@ -9,7 +9,7 @@ two raw frames, action repeat 4, a stack of the last 4 frames, rewards clipped t
 network the paper's three-conv "Nature CNN". One switch from a later paper, an ablation of this one:
 Double DQN (van Hasselt, Guez & Silver 2016, arXiv:1509.06461) picks a' with the online net and
 evaluates it with the target net. `learn` takes a replay sampler, so that entry 15 (prioritized replay,
-`seminal.papers.prioritized_replay`) runs this same loop with its sum-tree sampler.
+`seminal.papers.rl.prioritized_replay`) runs this same loop with its sum-tree sampler.
 
 Equation map (Nature 2015, Methods; Double DQN Eq. 4):
   Eq. (1) / Methods  y = r + gamma max_a' Q(s', a'; theta^-), y = r at terminal s'   -> `td_target`

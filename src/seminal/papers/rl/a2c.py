@@ -42,7 +42,7 @@ from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.rl import evaluate, gym, make_env, require_discrete
 from seminal.core.run import Run
-from seminal.papers.gae import nstep_returns
+from seminal.papers.rl.gae import nstep_returns
 
 EnvSource = str | Callable[[], Any]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

@@ -11,7 +11,7 @@ Equation map:
   r_t(theta) = pi_theta(a_t|s_t) / pi_old(a_t|s_t)                       -> `train_policy`, `ratio`
   Eq. (7)  L^CLIP = E[min(r_t A_t, clip(r_t, 1-eps, 1+eps) A_t)]          -> `clipped_surrogate`
   Eq. (9)  L = E[L^CLIP - c1 (V(s_t) - V_targ)^2 + c2 H(pi(.|s_t))]       -> `ppo_loss`
-  Eq. (11-12)  A_t = GAE(gamma, lambda), truncated at the rollout's end   -> `seminal.papers.gae.gae`
+  Eq. (11-12)  A_t = GAE(gamma, lambda), truncated at the rollout's end   -> `seminal.papers.rl.gae.gae`
   Algorithm 1: N actors x T steps, then K epochs of minibatches of size M -> `train_policy`
   §6.1 Table 1 "no clipping or penalty": L = E[r_t A_t]                  -> `clip=None`, the ablation
 
@@ -46,7 +46,7 @@ from seminal.core.config import apply_overrides
 from seminal.core.plots import line_plot
 from seminal.core.rl import evaluate
 from seminal.core.run import Run
-from seminal.papers.a2c import (
+from seminal.papers.rl.a2c import (
     ActorCritic,
     EnvSource,
     Episodes,
@@ -57,7 +57,7 @@ from seminal.papers.a2c import (
     rng_state,
     set_rng_state,
 )
-from seminal.papers.gae import gae
+from seminal.papers.rl.gae import gae
 
 
 @dataclass(frozen=True)

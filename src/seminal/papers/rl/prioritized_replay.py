@@ -8,7 +8,7 @@ w_i = (N P(i))^-beta, normalised by their maximum, with beta annealed to 1 by th
 sum-tree makes sampling and priority updates O(log N). New transitions enter with the largest priority
 seen so far, so each is replayed at least once.
 
-This module holds the paper's data structure and math; the DQN loop is entry 7's (`seminal.papers.dqn`),
+This module holds the paper's data structure and math; the DQN loop is entry 7's (`seminal.papers.rl.dqn`),
 which takes a sampler with `add / sample / update`. `train` runs the paper's ablation at CartPole scale:
 the same DQN with uniform replay and with prioritized replay, same seed, same budget, and plots both.
 
@@ -31,7 +31,7 @@ import numpy as np
 from seminal.core.claims import Claim
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
-from seminal.papers import dqn
+from seminal.papers.rl import dqn
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ import torch
 from seminal.core.claims import Claim
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
-from seminal.papers._offpolicy import make_box_env
-from seminal.papers.ddpg import Nets, make_nets, off_policy_loop, plot_q_vs_mc, polyak_update
+from seminal.papers.rl._offpolicy import make_box_env
+from seminal.papers.rl.ddpg import Nets, make_nets, off_policy_loop, plot_q_vs_mc, polyak_update
 
 
 @dataclass(frozen=True)

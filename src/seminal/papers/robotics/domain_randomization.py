@@ -20,7 +20,7 @@ Equation map (Peng et al. 2018, §IV):
   objective  max_pi E_{mu ~ rho_mu} [ E_{tau ~ p(tau | pi, mu)} sum_t r_t ]  (Eq. 1)  -> `train`
   held-out "real" settings mu_real off nominal, one axis at a time      -> `heldout_settings`, `evaluate_grid`
 
-The learner is PPO (Schulman et al. 2017) from `seminal.papers.ppo`, imported, not copied.
+The learner is PPO (Schulman et al. 2017) from `seminal.papers.rl.ppo`, imported, not copied.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
     if unknown:
         raise SeminalError(f"randomize: {unknown} are not parameters of {cfg.env_id}; "
                            f"choose from {', '.join(PHYSICS[cfg.env_id])}")
-    from seminal.papers import ppo  # the learner; imported here so the wrapper works without it
+    from seminal.papers.rl import ppo  # the learner; imported here so the wrapper works without it
 
     ppo_cfg = ppo.PRESETS["full" if cfg.env_id != "CartPole-v1" else "quick"]
     # PPO's own greedy evaluations and its clipping ablation are not needed: we evaluate on the grid below.

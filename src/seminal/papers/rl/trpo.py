@@ -34,7 +34,7 @@ from seminal.core.claims import Claim
 from seminal.core.plots import line_plot
 from seminal.core.rl import evaluate
 from seminal.core.run import Run
-from seminal.papers.a2c import (
+from seminal.papers.rl.a2c import (
     ActorCritic,
     Episodes,
     NumpyActor,
@@ -44,7 +44,7 @@ from seminal.papers.a2c import (
     rng_state,
     set_rng_state,
 )
-from seminal.papers.gae import gae
+from seminal.papers.rl.gae import gae
 
 
 @dataclass(frozen=True)

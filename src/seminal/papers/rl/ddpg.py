@@ -36,7 +36,7 @@ from seminal.core.claims import Claim
 from seminal.core.plots import line_plot
 from seminal.core.rl import evaluate
 from seminal.core.run import Run
-from seminal.papers._offpolicy import EnsembleMLP, ReplayBuffer, make_box_env, mlp, scale_action
+from seminal.papers.rl._offpolicy import EnsembleMLP, ReplayBuffer, make_box_env, mlp, scale_action
 
 
 @dataclass(frozen=True)

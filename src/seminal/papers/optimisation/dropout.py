@@ -39,7 +39,7 @@ from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
 from seminal.data import mnist_flat
-from seminal.papers.adam import SGD
+from seminal.papers.optimisation.adam import SGD
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.rl import evaluate, require_box
 from seminal.core.run import Run
-from seminal.papers._offpolicy import CudaGraphed, EnsembleMLP, ReplayBuffer, load_optimizer, make_box_env, scale_action
-from seminal.papers.ddpg import polyak_update
+from seminal.papers.rl._offpolicy import CudaGraphed, EnsembleMLP, ReplayBuffer, load_optimizer, make_box_env, scale_action
+from seminal.papers.rl.ddpg import polyak_update
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the authors' code clamps log sigma to this range
 

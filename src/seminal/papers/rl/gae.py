@@ -117,7 +117,7 @@ def nstep_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: np.n
 
 # ---- the bias-variance experiment (§6.1, Fig. 2) ----------------------------------------------------
 def train(cfg: Config, run: Run) -> dict[str, float]:
-    from seminal.papers import ppo  # the learner; imported here, ppo itself imports this module
+    from seminal.papers.rl import ppo  # the learner; imported here, ppo itself imports this module
 
     curves, metrics = {}, {}
     state = run.restore() or {"done": {}}

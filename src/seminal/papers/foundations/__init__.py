@@ -1,0 +1,1 @@
+"""Papers of the 'foundations' area (see seminal.syllabus)."""

@@ -1,0 +1,1 @@
+"""Papers of the 'optimisation' area (see seminal.syllabus)."""

@@ -1,0 +1,1 @@
+"""Papers of the 'rl' area (see seminal.syllabus)."""

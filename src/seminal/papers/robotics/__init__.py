@@ -1,0 +1,1 @@
+"""Papers of the 'robotics' area (see seminal.syllabus)."""
