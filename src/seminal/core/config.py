@@ -1,7 +1,16 @@
 """Typed configs: presets, `--set key=value` overrides and field documentation.
 
 A paper's `Config` is a frozen dataclass. Each field carries a docstring (a string literal on the line
-after it), which `field_docs` reads from the source so that `seminal show` can print it.
+after it), which `field_docs` reads from the source so that `seminal show` can print it, and, where not
+every value of its type is meaningful, its valid range, declared once beside the type:
+
+    epochs: PosInt = 20               # Annotated[int, Range(gt=0)]
+    lr: PosFloat = 1e-3
+    p_hidden: Annotated[float, Range(gt=0, le=1)] = 0.5
+    hidden: Sizes = (64, 64)          # a non-empty tuple of positive ints
+
+`check_ranges` checks every field of a config in one place: presets, `--set` overrides and resumed
+configs all pass through it, so a meaningless value is one line naming the field and its range.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import json
 import textwrap
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from seminal.core.errors import SeminalError
 
@@ -22,14 +31,102 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def field_types(cls: type) -> dict[str, Any]:
-    """Resolved type hints of a dataclass's fields."""
-    hints = typing.get_type_hints(cls)
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The valid values of a number (or of each number of a tuple), declared with `Annotated[T, Range(...)]`."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    nonempty: bool = False
+    """For tuples: at least one element."""
+
+    def __str__(self) -> str:
+        lo = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}" if self.ge is not None else None
+        hi = f"{self.lt:g})" if self.lt is not None else f"{self.le:g}]" if self.le is not None else None
+        if lo and hi:
+            text = f"in {lo}, {hi}"
+        elif lo:
+            text = (">" if lo[0] == "(" else ">=") + f" {lo[1:]}"
+        elif hi:
+            text = ("<" if hi[-1] == ")" else "<=") + f" {hi[:-1]}"
+        else:
+            text = "any"
+        return f"non-empty, each {text}" if self.nonempty else text
+
+    def contains(self, x: float) -> bool:
+        try:
+            x = float(x)
+        except (TypeError, ValueError):
+            return False
+        return not (x != x or (self.gt is not None and not x > self.gt) or (self.ge is not None and not x >= self.ge)
+                    or (self.lt is not None and not x < self.lt) or (self.le is not None and not x <= self.le))
+
+    def problem(self, value: Any) -> str | None:
+        """None when `value` is valid, else what is wrong with it."""
+        if value is None:  # an Optional field's None is checked by its type, not its range
+            return None
+        if isinstance(value, (tuple, list)):
+            if self.nonempty and not value:
+                return "must not be empty"
+            bad = [v for v in value if not self.contains(v)]
+            return f"every value must be {str(self).removeprefix('non-empty, each ')}; {bad[0]!r} is not" if bad \
+                else None
+        return None if self.contains(value) else f"must be {self}"
+
+
+PosInt = Annotated[int, Range(gt=0)]
+NonNegInt = Annotated[int, Range(ge=0)]
+PosFloat = Annotated[float, Range(gt=0)]
+NonNegFloat = Annotated[float, Range(ge=0)]
+Prob = Annotated[float, Range(ge=0, le=1)]
+"""A probability or a fraction, in [0, 1] (discounts, lambdas, retain probabilities...)."""
+Sizes = Annotated[tuple[int, ...], Range(gt=0, nonempty=True)]
+"""Layer widths: a non-empty tuple of positive ints."""
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _strip(typ: Any) -> Any:
+    return typing.get_args(typ)[0] if typing.get_origin(typ) is Annotated else typ
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields (without their `Range` annotations)."""
+    return {k: _strip(v) for k, v in _hints(cls).items()}
+
+
+def field_ranges(cls: type) -> dict[str, Range]:
+    """The declared `Range` of each field that has one."""
+    out = {}
+    for key, typ in _hints(cls).items():
+        if typing.get_origin(typ) is Annotated:
+            ranges = [a for a in typing.get_args(typ)[1:] if isinstance(a, Range)]
+            if ranges:
+                out[key] = ranges[0]
+    return out
+
+
+def check_ranges(cfg: Any) -> Any:
+    """Raise a one-line SeminalError for the first field outside its declared range; then the config's own
+    `validate()` (checks across fields), if it has one. Returns `cfg`."""
+    for key, rng in field_ranges(type(cfg)).items():
+        problem = rng.problem(getattr(cfg, key))
+        if problem:
+            raise SeminalError(f"{key}={getattr(cfg, key)!r}: {problem} (`seminal show` lists every key's range)")
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
 
 
 def coerce(text: str, typ: Any, key: str = "value") -> Any:
     """Parse `text` as a value of type `typ`, or raise SeminalError naming the expected type."""
+    typ = _strip(typ)
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
     try:
@@ -104,11 +201,7 @@ def apply_overrides(cfg: Any, pairs: list[str] | None) -> Any:
                 f"unknown config key '{key}'{hint}; valid keys: {', '.join(types_)}"
             )
         changes[key] = coerce(text, types_[key], key)
-    new = dataclasses.replace(cfg, **changes)
-    validate = getattr(new, "validate", None)
-    if callable(validate):
-        validate()
-    return new
+    return check_ranges(dataclasses.replace(cfg, **changes))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -127,7 +220,7 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         if isinstance(value, list) and typing.get_origin(types_[key]) is tuple:
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         values[key] = value
-    return cls(**values)
+    return check_ranges(cls(**values))
 
 
 def field_docs(cls: type) -> dict[str, str]:
