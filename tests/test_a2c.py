@@ -12,7 +12,8 @@ import torch
 from seminal.core.errors import Interrupted, SeminalError
 from seminal.core.runner import execute
 from seminal.papers.rl import a2c
-from seminal.papers.rl.a2c import ActorCritic, NumpyActor, a2c_loss
+from seminal.papers.rl._onpolicy import ActorCritic, NumpyActor
+from seminal.papers.rl.a2c import a2c_loss
 
 TINY = ["total_steps=1200", "n_envs=4", "eval_every=600", "eval_episodes=2", "checkpoint_every=20"]
 

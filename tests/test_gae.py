@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from seminal.papers.rl.a2c import ActorCritic, Episodes, NumpyActor, collect, make_vec_env
-from seminal.papers.rl.gae import gae, nstep_returns
+from seminal.papers.rl._onpolicy import ActorCritic, Episodes, NumpyActor, collect, make_vec_env
+from seminal.papers.rl.a2c import nstep_returns
+from seminal.papers.rl.gae import gae
 
 # Two envs, two steps, gamma = lambda = 0.5.
 # env 0: one episode that runs on past the rollout: bootstrap V(s_2) = 4 at the end.

@@ -13,7 +13,7 @@ import torch
 from seminal.core.errors import SeminalError
 from seminal.core.run import Run
 from seminal.papers.rl import trpo
-from seminal.papers.rl.a2c import ActorCritic
+from seminal.papers.rl._onpolicy import ActorCritic
 from seminal.papers.rl.trpo import conjugate_gradient, fisher_vector_product, mean_kl, trpo_step
 
 
@@ -86,7 +86,7 @@ def test_smoke_run_is_deterministic(tmp_path):
     for name in ("a", "b"):
         with Run(tmp_path / name, "trpo", 0, cfg, progress=False, tensorboard=False) as run:
             results.append(trpo.train(cfg, run))
-            histories.append(run.history("train/v_loss"))
+            histories.append(run.history("trpo/v_loss"))
     assert results[0]["eval/return"] == results[1]["eval/return"]
     assert histories[0] == histories[1] and len(histories[0][0]) == 4  # 2048 / (4 x 128) iterations
     assert np.isfinite(results[0]["eval/return"])

@@ -6,6 +6,8 @@ Gymnasium is the `rl` extra; Box2D comes with it; MuJoCo and Atari are the `mujo
 
 from __future__ import annotations
 
+import json
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -108,3 +110,86 @@ def evaluate(act: Callable[[np.ndarray], Any], env_id: str, episodes: int = 10, 
         returns.append(total)
     env.close()
     return returns
+
+
+# ---- saving an env's state, so that a resumed run continues exactly ----------------------------------------
+_NUMBER = (bool, int, float, np.integer, np.floating, np.bool_)
+
+
+def _plain(v: Any) -> Any:
+    """A checkpointable copy of a simple value (numbers, arrays, generators, deques, dicts and tuples of
+    those), or the marker _SKIP for anything else (spaces, specs, the wrapped env, simulator handles)."""
+    if v is None or isinstance(v, (*_NUMBER, str)):
+        return v
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if isinstance(v, np.random.Generator):
+        return {"__generator__": json.dumps(v.bit_generator.state)}
+    if isinstance(v, deque):
+        items = [_plain(x) for x in v]
+        return _SKIP if any(x is _SKIP for x in items) else {"__deque__": items, "maxlen": v.maxlen}
+    if isinstance(v, (tuple, list)):
+        items = [_plain(x) for x in v]
+        return _SKIP if any(x is _SKIP for x in items) else {"__seq__": items, "tuple": isinstance(v, tuple)}
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        items = {k: _plain(x) for k, x in v.items()}
+        return _SKIP if any(x is _SKIP for x in items.values()) else {"__dict__": items}
+    return _SKIP
+
+
+_SKIP = object()
+
+
+def _unplain(v: Any, current: Any) -> Any:
+    if isinstance(v, dict) and "__generator__" in v:
+        gen = current if isinstance(current, np.random.Generator) else np.random.default_rng()
+        gen.bit_generator.state = json.loads(v["__generator__"])
+        return gen
+    if isinstance(v, dict) and "__deque__" in v:
+        return deque([_unplain(x, None) for x in v["__deque__"]], maxlen=v["maxlen"])
+    if isinstance(v, dict) and "__seq__" in v:
+        items = [_unplain(x, None) for x in v["__seq__"]]
+        return tuple(items) if v["tuple"] else items
+    if isinstance(v, dict) and "__dict__" in v:
+        return {k: _unplain(x, None) for k, x in v["__dict__"].items()}
+    return v.copy() if isinstance(v, np.ndarray) else v
+
+
+def _layers(env: Any) -> list[Any]:
+    out = [env]
+    while hasattr(out[-1], "env"):
+        out.append(out[-1].env)
+    return out
+
+
+def _simulator_handle(env: Any) -> bool:
+    """Envs whose state lives in a C simulator (Box2D worlds, MuJoCo data, the ALE) cannot be saved here."""
+    return any(hasattr(env.unwrapped, k) for k in ("world", "data", "ale"))
+
+
+def env_state(env: Any) -> list | None:
+    """The state of an env (or of each env of a SyncVectorEnv), its wrappers' counters included, as plain
+    values a checkpoint holds; None for envs simulated in C (Box2D, MuJoCo, Atari), which restart on resume."""
+    members = getattr(env, "envs", None) or [env]
+    if any(_simulator_handle(e) for e in members):
+        return None
+    state = []
+    for member in members:
+        layers = []
+        for layer in _layers(member):
+            values = {k: _plain(v) for k, v in vars(layer).items()}
+            layers.append({k: v for k, v in values.items() if v is not _SKIP})
+        state.append(layers)
+    return state
+
+
+def set_env_state(env: Any, state: list | None) -> bool:
+    """Put back what `env_state` saved; False (nothing changed) when there is nothing usable to restore."""
+    members = getattr(env, "envs", None) or [env]
+    if state is None or len(state) != len(members) or any(len(_layers(m)) != len(s) for m, s in zip(members, state)):
+        return False
+    for member, layers in zip(members, state):
+        for layer, values in zip(_layers(member), layers):
+            for key, value in values.items():
+                setattr(layer, key, _unplain(value, getattr(layer, key, None)))
+    return True

@@ -19,7 +19,6 @@ Equation map:
   Eq. (11-16)  A_t = sum_l (gamma lambda)^l delta_{t+l}, computed as
             A_t = delta_t + gamma lambda A_{t+1} (backwards)          -> `gae`
   Eq. (17)  lambda = 0: A = delta_t; lambda = 1: A = sum_l gamma^l r_{t+l} - V(s_t)
-  n-step return R_t = r_t + gamma r_{t+1} + ... + gamma^n V(s_{t+n}) -> `nstep_returns` (A2C's target)
   §5  value targets V_target = A + V (the lambda-return)               -> callers
 
 `train` is the paper's bias-variance experiment (§6.1, Fig. 2, cart-pole): the same learner (PPO, which
@@ -100,21 +99,6 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, termin
     return adv
 
 
-def nstep_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: np.ndarray, dones: np.ndarray,
-                  gamma: float) -> np.ndarray:
-    """n-step returns (T, N): sum of discounted rewards to the rollout's end or the episode's end, then
-    gamma^k V(s_{t+k}) of the state reached (0 if terminated). A2C's target (Mnih et al. 2016, Alg. S3);
-    equal to `gae(..., lam=1) + values`."""
-    ret = np.zeros(rewards.shape, dtype=np.float64)
-    boot = (1.0 - terminated.astype(np.float64)) * next_values  # V(s_{t+1}) where the chain is cut
-    running = boot[-1]
-    for t in range(len(rewards) - 1, -1, -1):
-        running = np.where(dones[t], boot[t], running)  # an episode ended at t: restart from its bootstrap
-        running = rewards[t] + gamma * running
-        ret[t] = running
-    return ret
-
-
 # ---- the bias-variance experiment (§6.1, Fig. 2) ----------------------------------------------------
 def train(cfg: Config, run: Run) -> dict[str, float]:
     from seminal.papers.rl import ppo  # the learner; imported here, ppo itself imports this module
@@ -126,7 +110,7 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
         if key not in state["done"]:
             base = replace(ppo.PRESETS[cfg.ppo_preset], env_id=cfg.env_id, gamma=cfg.gamma, lam=lam,
                            total_steps=cfg.total_steps, ablation=False, eval_every=0)
-            resume = state.get("ppo") if state.get("lam") == key else None
+            resume = state.get("loop") if state.get("lam") == key else None
             policy = ppo.train_policy(cfg.env_id, base, seed=run.seed, run=run, prefix=f"sweep/{key}",
                                       resume=resume, outer={"done": state["done"], "lam": key})
             steps, rets = policy.curve

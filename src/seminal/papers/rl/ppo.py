@@ -23,39 +23,36 @@ Reusable entry point (domain randomization and the SB3 benchmark call it):
 `env` is an env id ("CartPole-v1") or a zero-argument factory returning a gymnasium env (Discrete or Box
 actions, flat Box observations). `cfg` defaults to PRESETS["quick"]; `overrides` are `key=value` strings
 as on the command line; `total_steps` overrides cfg.total_steps. With a `run`, metrics are logged under
-`prefix/...` and, when `outer` (a dict) is given, checkpoints `{**outer, "ppo": ...}` every few updates;
-pass the restored `state["ppo"]` back as `resume`. The returned `Policy` is callable obs -> greedy action
-(for `evaluate`), with `.model` (the torch ActorCritic), `.curve` (steps, training-episode returns),
-`.evals` [(step, greedy return)], `.eval_return` (final greedy mean; nan without eval), `.seconds`,
-`.steps` and `.solved_at` (first eval step with return >= cfg.solved_return, or None).
+`prefix/...` and, when `outer` (a dict) is given, checkpoints `{**outer, "loop": ...}` every few updates;
+pass the restored `state["loop"]` back as `resume`. The returned `Policy` (`rl._onpolicy.Policy`) is callable
+obs -> greedy action, with its curve, evaluations and `solved_at` (first eval >= cfg.solved_return).
+
+The rollouts, the actor-critic network and the loop are the on-policy plumbing (`rl._onpolicy`); PPO is its
+`update`: K epochs of minibatch steps on Eq. (9).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from seminal.core.claims import Claim
-from seminal.core.config import apply_overrides
+from seminal.core.config import NonNegFloat, Range, NonNegInt, PosFloat, PosInt, Prob, Sizes, apply_overrides
 from seminal.core.plots import line_plot
-from seminal.core.rl import evaluate
 from seminal.core.run import Run
-from seminal.papers.rl.a2c import (
+from seminal.papers.rl._onpolicy import (
     ActorCritic,
     EnvSource,
-    Episodes,
-    NumpyActor,
-    collect,
+    Policy,
+    flat,
     make_vec_env,
+    onpolicy_loop,
     one_thread,
-    rng_state,
-    set_rng_state,
 )
 from seminal.papers.rl.gae import gae
 
@@ -64,49 +61,49 @@ from seminal.papers.rl.gae import gae
 class Config:
     env_id: str = "CartPole-v1"
     """Environment id (Discrete or Box actions, flat observations)."""
-    total_steps: int = 100_000
+    total_steps: PosInt = 100_000
     """Environment steps in total, over all actors."""
-    n_envs: int = 8
+    n_envs: PosInt = 8
     """N: parallel actors (synchronous vector env)."""
-    n_steps: int = 64
+    n_steps: PosInt = 64
     """T: steps per actor per rollout; a batch is N*T samples."""
-    epochs: int = 10
+    epochs: PosInt = 10
     """K: passes over each batch."""
-    minibatch: int = 256
+    minibatch: PosInt = 256
     """M: minibatch size."""
-    lr: float = 1e-3
+    lr: PosFloat = 1e-3
     """Adam step size alpha, annealed linearly to 0 when anneal_lr (the paper's alpha x annealing)."""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to 0 over training (the paper does, §6)."""
-    gamma: float = 0.98
+    gamma: Prob = 0.98
     """Discount gamma."""
-    lam: float = 0.8
+    lam: Prob = 0.8
     """GAE lambda (Eq. 11)."""
-    clip: float | None = 0.2
+    clip: Annotated[float | None, Range(gt=0)] = 0.2
     """epsilon of Eq. (7); none: no clipping, the surrogate r_t A_t (Table 1's first row)."""
-    vf_coef: float = 0.5
+    vf_coef: NonNegFloat = 0.5
     """c1: weight of the value loss (Eq. 9)."""
-    ent_coef: float = 0.0
+    ent_coef: NonNegFloat = 0.0
     """c2: weight of the entropy bonus (Eq. 9)."""
-    max_grad_norm: float = 0.5
+    max_grad_norm: NonNegFloat = 0.5
     """Clip the global gradient norm to this (0: off)."""
     norm_adv: bool = True
     """Normalise advantages per minibatch to mean 0, std 1."""
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: Sizes = (64, 64)
     """Hidden sizes of the tanh MLPs."""
     shared: bool = False
     """Share actor and critic hidden layers (the paper does not, for MuJoCo)."""
     vec_mode: Literal["sync", "async"] = "sync"
     """Vector env: sync (one process) or async (one process per env; for slow envs on many cores)."""
-    eval_every: int = 10_000
+    eval_every: NonNegInt = 10_000
     """Greedy evaluation every this many env steps (0: only at the end)."""
-    eval_episodes: int = 10
+    eval_episodes: NonNegInt = 10
     """Episodes per evaluation (the same start seeds every time)."""
     solved_return: float = 475.0
     """Greedy return that counts as solved (for `solved_at`)."""
     ablation: bool = True
     """Also train the same PPO without clipping (Table 1's comparison) and report both."""
-    checkpoint_every: int = 20
+    checkpoint_every: PosInt = 20
     """Checkpoint every this many updates."""
 
 
@@ -161,115 +158,54 @@ def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
                                                           "approx_kl": approx_kl, "clip_frac": clip_frac}
 
 
-class Policy:
-    """A trained policy: callable obs -> greedy action, plus what training recorded."""
-
-    def __init__(self, model: ActorCritic, actor: NumpyActor):
-        self.model, self.actor = model, actor
-        self.curve: tuple[list[int], list[float]] = ([], [])
-        self.evals: list[tuple[int, float]] = []
-        self.eval_return, self.seconds, self.steps, self.solved_at = math.nan, 0.0, 0, None
-
-    def __call__(self, obs: np.ndarray) -> Any:
-        return self.actor.greedy(obs)
-
-
 def train_policy(env: EnvSource, cfg: Config | None = None, *, total_steps: int | None = None, seed: int = 0,
                  overrides: list[str] | None = None, run: Run | None = None, prefix: str = "ppo",
                  resume: dict | None = None, outer: dict | None = None) -> Policy:
     """Algorithm 1: PPO, actor-critic style, on N synchronous copies of `env`. See the module docstring."""
-    with one_thread(run.device if run is not None else torch.device("cpu")):
-        return _train_policy(env, cfg, total_steps, seed, overrides, run, prefix, resume, outer)
-
-
-def _train_policy(env: EnvSource, cfg: Config | None, total_steps: int | None, seed: int, overrides: list[str] | None,
-                  run: Run | None, prefix: str, resume: dict | None, outer: dict | None) -> Policy:
     cfg = apply_overrides(cfg or PRESETS["quick"], overrides)
     if total_steps is not None:
         cfg = replace(cfg, total_steps=total_steps)
     device = run.device if run is not None else torch.device("cpu")
-    envs = make_vec_env(env, cfg.n_envs, seed, "PPO", mode=cfg.vec_mode)
-    obs_dim = envs.single_observation_space.shape[0]
-    model = ActorCritic(obs_dim, envs.single_action_space, cfg.hidden, cfg.shared, seed=seed).to(device)
-    try:  # one fused kernel per step where the build has it (CPU and CUDA in recent torch)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
-    except (RuntimeError, TypeError):
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, foreach=True)
-    rng = np.random.default_rng(seed)
-    batch = cfg.n_envs * cfg.n_steps
-    n_updates = max(1, cfg.total_steps // batch)
-    policy, update = Policy(model, None), 0
-    if resume is not None:  # envs restart from a reset: a resumed run is not bit-identical (see notes)
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["opt"])
-        set_rng_state(rng, resume["rng"])
-        update, policy.evals = resume["update"], [tuple(e) for e in resume["evals"]]
-    actor = policy.actor = NumpyActor(model, envs.single_action_space)
-    obs = np.asarray(envs.reset(seed=seed + 7919 * update)[0], dtype=np.float32)
-    episodes = Episodes(cfg.n_envs)
-    eval_env = env if isinstance(env, str) else None
+    with one_thread(device):
+        envs = make_vec_env(env, cfg.n_envs, seed, "PPO", mode=cfg.vec_mode)
+        model = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space, cfg.hidden, cfg.shared,
+                            seed=seed).to(device)
+        try:  # one fused kernel per step where the build has it (CPU and CUDA in recent torch)
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
+        except (RuntimeError, TypeError):
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5, foreach=True)
 
-    def greedy_return() -> float:
-        return float(np.mean(evaluate(policy, eval_env or "", cfg.eval_episodes,
-                                      env=None if eval_env else env())))
+        def update(rollout: dict[str, np.ndarray], progress: float, rng: np.random.Generator) -> dict[str, float]:
+            """K epochs of minibatch Adam steps on -(Eq. 9) over this N x T batch (Algorithm 1)."""
+            if cfg.anneal_lr:
+                opt.param_groups[0]["lr"] = cfg.lr * (1.0 - progress)  # §6: alpha annealed linearly
+            adv = gae(rollout["rewards"], rollout["values"], rollout["next_values"], rollout["terminated"],
+                      rollout["dones"], cfg.gamma, cfg.lam)  # Eq. (11)
+            targets = adv + rollout["values"]  # the lambda-return: V's regression target
+            obs, old_logp, b_adv, b_tgt = (flat(x, device) for x in (rollout["obs"], rollout["logp"], adv, targets))
+            actions = flat(rollout["actions"], device, torch.long if model.discrete else torch.float32)
+            batch, parts = len(obs), {}
+            for epoch in range(cfg.epochs):
+                order = torch.as_tensor(rng.permutation(batch), device=device)
+                for start in range(0, batch, cfg.minibatch):
+                    mb = order[start:start + cfg.minibatch]
+                    mb_adv = b_adv[mb]
+                    if cfg.norm_adv and len(mb) > 1:
+                        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                    logp, entropy = model.log_prob_entropy(obs[mb], actions[mb])
+                    last = epoch == cfg.epochs - 1 and start + cfg.minibatch >= batch  # log the update's last step
+                    loss, step_parts = ppo_loss(logp, old_logp[mb], mb_adv, model.value(obs[mb]), b_tgt[mb], entropy,
+                                                cfg.clip, cfg.vf_coef, cfg.ent_coef, diagnostics=last)
+                    parts = step_parts or parts
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.max_grad_norm:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    opt.step()
+            return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
 
-    t0 = time.perf_counter()
-    while update < n_updates:
-        if cfg.anneal_lr:
-            opt.param_groups[0]["lr"] = cfg.lr * (1.0 - update / n_updates)
-        buf, obs = collect(envs, actor, obs, cfg.n_steps, rng, episodes, update * batch)
-        adv = gae(buf["rewards"], buf["values"], buf["next_values"], buf["terminated"], buf["dones"], cfg.gamma,
-                  cfg.lam)  # Eq. (11)
-        targets = adv + buf["values"]  # the lambda-return: V's regression target
-
-        def flat(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return torch.as_tensor(x.reshape(batch, *x.shape[2:]), dtype=dtype, device=device)
-
-        b_obs, b_logp, b_adv, b_tgt = flat(buf["obs"]), flat(buf["logp"]), flat(adv), flat(targets)
-        b_act = flat(buf["actions"], torch.long if model.discrete else torch.float32)
-        parts: dict[str, torch.Tensor] = {}
-        for epoch in range(cfg.epochs):
-            order = torch.as_tensor(rng.permutation(batch), device=device)
-            for start in range(0, batch, cfg.minibatch):
-                mb = order[start:start + cfg.minibatch]
-                mb_adv = b_adv[mb]
-                if cfg.norm_adv and len(mb) > 1:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                logp, entropy = model.log_prob_entropy(b_obs[mb], b_act[mb])
-                last = epoch == cfg.epochs - 1 and start + cfg.minibatch >= batch  # log the update's last step
-                loss, step_parts = ppo_loss(logp, b_logp[mb], mb_adv, model.value(b_obs[mb]), b_tgt[mb], entropy,
-                                            cfg.clip, cfg.vf_coef, cfg.ent_coef, diagnostics=last)
-                parts = step_parts or parts
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                opt.step()
-        actor.refresh()
-        update += 1
-        step = update * batch
-        if run is not None:
-            run.check_finite(loss.item(), step, hint="lr")
-            recent = episodes.returns[-20:]
-            run.log({f"{prefix}/return": float(np.mean(recent)) if recent else 0.0,
-                     **{f"{prefix}/{k}": v.item() for k, v in parts.items()}}, step=step)
-        if cfg.eval_every and step // cfg.eval_every > (step - batch) // cfg.eval_every and update < n_updates:
-            policy.evals.append((step, greedy_return()))
-            if run is not None:
-                run.log({f"{prefix}/eval_return": policy.evals[-1][1]}, step=step)
-        if run is not None and outer is not None and update % cfg.checkpoint_every == 0 and update < n_updates:
-            run.checkpoint({**outer, "ppo": {"update": update, "model": model.state_dict(), "opt": opt.state_dict(),
-                                             "rng": rng_state(rng), "evals": policy.evals}})
-    policy.seconds, policy.steps = time.perf_counter() - t0, n_updates * batch
-    envs.close()
-    if cfg.eval_episodes:
-        policy.evals.append((policy.steps, greedy_return()))
-        policy.eval_return = policy.evals[-1][1]
-        if run is not None:
-            run.log({f"{prefix}/eval_return": policy.eval_return}, step=policy.steps)
-    policy.solved_at = next((s for s, r in policy.evals if r >= cfg.solved_return), None)
-    policy.curve = (episodes.steps, episodes.returns)
-    return policy
+        return onpolicy_loop(envs, env, model, update, {"opt": opt}, cfg, seed=seed, run=run, prefix=prefix,
+                             resume=resume, outer=outer, solved_return=cfg.solved_return)
 
 
 def max_drop(evals: list[tuple[int, float]]) -> float:
@@ -287,7 +223,7 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
     for name, vcfg in variants.items():
         if name in state["results"]:
             continue
-        resume = state.get("ppo") if state.get("variant") == name else None
+        resume = state.get("loop") if state.get("variant") == name else None
         outer = {"results": state["results"], "variant": name}
         policy = train_policy(cfg.env_id, vcfg, seed=run.seed, run=run, prefix=name, resume=resume, outer=outer)
         state = {"results": {**state["results"], name: {

@@ -7,7 +7,9 @@ and take the KL's quadratic model (its Hessian is the Fisher information matrix 
 s = F^-1 g, found by conjugate gradient with Fisher-vector products only (never forming F), scaled to land
 on the KL boundary, then shrunk by a backtracking line search until the exact surrogate improves and the
 exact KL is within delta (Appendix C). The value function that gives the advantages is fitted separately;
-the advantages are GAE (Schulman et al. 2016), as in the GAE paper's TRPO experiments.
+the advantages are the paper's "single path" estimates: the discounted return from each state (cut at the
+rollout's end and bootstrapped there with V) minus the baseline V(s) (§5.1). The GAE paper (entry 9) runs
+this same learner with its own estimator, passed in as `advantages`.
 
 Equation map:
   Eq. (14)  max_theta L(theta) = E[pi_theta(a|s) / pi_old(a|s) A(s, a)]  s.t.  E[KL(pi_old || pi_theta)] <= delta
@@ -16,12 +18,15 @@ Equation map:
   App. C    s ~= F^-1 g by conjugate gradient (k iterations)            -> `conjugate_gradient`
   App. C    beta = sqrt(2 delta / s^T F s), full step beta s              -> `trpo_step`
   App. C    backtracking line search: exact L improves and KL <= delta    -> `trpo_step`
-  §8 / GAE  V fitted by regression on lambda-returns; A = GAE(gamma, lambda) -> `train`, `gae.gae`
+  §5.1      single path: A_t = sum_l gamma^l r_{t+l} (+ bootstrap) - V(s_t) -> `single_path_advantages`
+  §8        V fitted by regression on the discounted returns             -> `train_policy`, value step
+
+The rollouts, the actor-critic network and the loop are the on-policy plumbing (`rl._onpolicy`); TRPO is
+its `update`: the natural-gradient step above, then the value regression.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,63 +36,60 @@ from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from seminal.core.claims import Claim
+from seminal.core.config import NonNegInt, PosFloat, PosInt, Prob, Sizes
 from seminal.core.plots import line_plot
-from seminal.core.rl import evaluate
 from seminal.core.run import Run
-from seminal.papers.rl.a2c import (
+from seminal.papers.rl._onpolicy import (
     ActorCritic,
-    Episodes,
-    NumpyActor,
-    collect,
+    EnvSource,
+    Policy,
+    flat,
     make_vec_env,
+    onpolicy_loop,
     one_thread,
-    rng_state,
-    set_rng_state,
 )
-from seminal.papers.rl.gae import gae
+from seminal.papers.rl.a2c import nstep_returns
 
 
 @dataclass(frozen=True)
 class Config:
     env_id: str = "CartPole-v1"
     """Environment id (Discrete or Box actions, flat observations)."""
-    total_steps: int = 200_000
+    total_steps: PosInt = 200_000
     """Environment steps in total."""
-    n_envs: int = 8
+    n_envs: PosInt = 8
     """Parallel envs collecting each batch."""
-    n_steps: int = 128
+    n_steps: PosInt = 128
     """Steps per env per iteration; a batch is n_envs * n_steps state-action pairs."""
-    gamma: float = 0.99
+    gamma: Prob = 0.99
     """Discount gamma."""
-    lam: float = 0.95
-    """GAE lambda."""
-    max_kl: float = 0.01
+    max_kl: PosFloat = 0.01
     """delta: the trust region's radius, in mean KL (the paper's 0.01)."""
-    cg_iters: int = 10
+    cg_iters: PosInt = 10
     """Conjugate-gradient iterations (the paper's k = 10)."""
-    cg_damping: float = 0.1
+    cg_damping: PosFloat = 0.1
     """Added to F's diagonal in the Fisher-vector product, for a well-conditioned solve."""
-    backtracks: int = 10
+    backtracks: PosInt = 10
     """Line-search halvings of the step before giving up (and keeping the old policy)."""
-    vf_lr: float = 1e-3
+    vf_lr: PosFloat = 1e-3
     """Adam step size of the value function's regression."""
-    vf_epochs: int = 5
+    vf_epochs: NonNegInt = 5
     """Passes of value regression over each batch."""
-    vf_minibatch: int = 128
+    vf_minibatch: PosInt = 128
     """Minibatch size of the value regression."""
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: Sizes = (64, 64)
     """Hidden sizes of the (separate) tanh MLPs of policy and value function."""
-    eval_every: int = 20_000
+    eval_every: NonNegInt = 20_000
     """Greedy evaluation every this many env steps (0: only at the end)."""
-    eval_episodes: int = 10
+    eval_episodes: NonNegInt = 10
     """Episodes per evaluation."""
-    checkpoint_every: int = 20
+    checkpoint_every: PosInt = 20
     """Checkpoint every this many iterations."""
 
 
 PRESETS = {
     "quick": Config(),
-    "full": Config(env_id="LunarLander-v3", total_steps=1_000_000, n_envs=16, n_steps=256, gamma=0.999, lam=0.98,
+    "full": Config(env_id="LunarLander-v3", total_steps=1_000_000, n_envs=16, n_steps=256, gamma=0.999,
                    eval_every=100_000),
 }
 
@@ -177,75 +179,60 @@ def trpo_step(model: ActorCritic, obs: torch.Tensor, actions: torch.Tensor, old_
     return {"kl": 0.0, "improvement": 0.0, "step_frac": 0.0}
 
 
+def single_path_advantages(rollout: dict[str, np.ndarray], gamma: float) -> np.ndarray:
+    """A_t = (discounted return from s_t, bootstrapped with V where the rollout is cut) - V(s_t). §5.1."""
+    returns = nstep_returns(rollout["rewards"], rollout["next_values"], rollout["terminated"], rollout["dones"], gamma)
+    return returns - rollout["values"]
+
+
+Advantages = Callable[[dict[str, np.ndarray], float], np.ndarray]
+"""An advantage estimator: (rollout of (T, N) arrays, gamma) -> A (T, N)."""
+
+
+def train_policy(env: EnvSource, cfg: Config, *, seed: int = 0, run: Run | None = None, prefix: str = "trpo",
+                 resume: dict | None = None, outer: dict | None = None,
+                 advantages: Advantages = single_path_advantages) -> Policy:
+    """TRPO on N synchronous copies of `env` (an id or a factory); see `onpolicy_loop` for run/resume/outer."""
+    device = run.device if run is not None else torch.device("cpu")
+    with one_thread(device):
+        envs = make_vec_env(env, cfg.n_envs, seed, "TRPO")
+        model = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space, cfg.hidden,
+                            shared=False, seed=seed).to(device)
+        vf_opt = torch.optim.Adam([*model.v_body.parameters(), *model.v_head.parameters()], lr=cfg.vf_lr)
+
+        def update(rollout: dict[str, np.ndarray], progress: float, rng: np.random.Generator) -> dict[str, float]:
+            """The policy step of Eq. (14) on this batch, then V's regression on the discounted returns."""
+            adv = advantages(rollout, cfg.gamma)
+            targets = nstep_returns(rollout["rewards"], rollout["next_values"], rollout["terminated"],
+                                    rollout["dones"], cfg.gamma)  # V's regression targets
+            obs, old_logp, b_tgt = flat(rollout["obs"], device), flat(rollout["logp"], device), flat(targets, device)
+            actions = flat(rollout["actions"], device, torch.long if model.discrete else torch.float32)
+            b_adv = flat(adv, device)
+            b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)  # normalised advantages (deviation 2)
+            info = trpo_step(model, obs, actions, old_logp, b_adv, cfg.max_kl, cfg.cg_damping, cfg.cg_iters,
+                             cfg.backtracks)
+            v_loss = torch.zeros(())
+            for _ in range(cfg.vf_epochs):  # V: separate regression
+                order = torch.as_tensor(rng.permutation(len(obs)), device=device)
+                for start in range(0, len(obs), cfg.vf_minibatch):
+                    mb = order[start:start + cfg.vf_minibatch]
+                    v_loss = 0.5 * (model.value(obs[mb]) - b_tgt[mb]).pow(2).mean()
+                    vf_opt.zero_grad(set_to_none=True)
+                    v_loss.backward()
+                    vf_opt.step()
+            return {"v_loss": v_loss.item(), **info}
+
+        return onpolicy_loop(envs, env, model, update, {"vf_opt": vf_opt}, cfg, seed=seed, run=run, prefix=prefix,
+                             resume=resume, outer=outer, hint="vf_lr")
+
+
 def train(cfg: Config, run: Run) -> dict[str, float]:
-    with one_thread(run.device):
-        return _train(cfg, run)
-
-
-def _train(cfg: Config, run: Run) -> dict[str, float]:
-    envs = make_vec_env(cfg.env_id, cfg.n_envs, run.seed, "TRPO")
-    obs_dim = envs.single_observation_space.shape[0]
-    model = ActorCritic(obs_dim, envs.single_action_space, cfg.hidden, shared=False, seed=run.seed).to(run.device)
-    vf_params = [*model.v_body.parameters(), *model.v_head.parameters()]
-    vf_opt = torch.optim.Adam(vf_params, lr=cfg.vf_lr)
-    rng = np.random.default_rng(run.seed)
-    batch = cfg.n_envs * cfg.n_steps
-    n_iters = max(1, cfg.total_steps // batch)
-    it, evals = 0, []
     state = run.restore()
-    if state is not None:  # envs restart from a reset on resume: not bit-identical (see notes)
-        model.load_state_dict(state["model"])
-        vf_opt.load_state_dict(state["vf_opt"])
-        set_rng_state(rng, state["rng"])
-        it, evals = state["it"], [tuple(e) for e in state["evals"]]
-    actor = NumpyActor(model, envs.single_action_space)
-    obs = np.asarray(envs.reset(seed=run.seed + 7919 * it)[0], dtype=np.float32)
-    episodes = Episodes(cfg.n_envs)
-    t0 = time.perf_counter()
-    while it < n_iters:
-        buf, obs = collect(envs, actor, obs, cfg.n_steps, rng, episodes, it * batch)
-        adv = gae(buf["rewards"], buf["values"], buf["next_values"], buf["terminated"], buf["dones"], cfg.gamma,
-                  cfg.lam)
-        targets = adv + buf["values"]  # lambda-returns: the value function's regression targets
-
-        def flat(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return torch.as_tensor(x.reshape(batch, *x.shape[2:]), dtype=dtype, device=run.device)
-
-        b_obs, b_logp, b_tgt = flat(buf["obs"]), flat(buf["logp"]), flat(targets)
-        b_act = flat(buf["actions"], torch.long if model.discrete else torch.float32)
-        b_adv = flat(adv)
-        b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)  # normalised advantages (deviation 2)
-        info = trpo_step(model, b_obs, b_act, b_logp, b_adv, cfg.max_kl, cfg.cg_damping, cfg.cg_iters,
-                         cfg.backtracks)
-        for _ in range(cfg.vf_epochs):  # V: separate regression on the lambda-returns
-            order = torch.as_tensor(rng.permutation(batch), device=run.device)
-            for start in range(0, batch, cfg.vf_minibatch):
-                mb = order[start:start + cfg.vf_minibatch]
-                v_loss = 0.5 * (model.value(b_obs[mb]) - b_tgt[mb]).pow(2).mean()
-                vf_opt.zero_grad(set_to_none=True)
-                v_loss.backward()
-                vf_opt.step()
-        actor.refresh()
-        it += 1
-        step = it * batch
-        run.check_finite(v_loss.item(), step, what="value loss", hint="vf_lr")
-        recent = episodes.returns[-20:]
-        run.log({"train/return": float(np.mean(recent)) if recent else 0.0, "train/v_loss": v_loss.item(),
-                 **{f"train/{k}": v for k, v in info.items()}}, step=step)
-        if cfg.eval_every and step // cfg.eval_every > (step - batch) // cfg.eval_every and it < n_iters:
-            evals.append((step, float(np.mean(evaluate(actor.greedy, cfg.env_id, cfg.eval_episodes)))))
-            run.log({"eval/return": evals[-1][1]}, step=step)
-        if it % cfg.checkpoint_every == 0 and it < n_iters:
-            run.checkpoint({"it": it, "model": model.state_dict(), "vf_opt": vf_opt.state_dict(),
-                            "rng": rng_state(rng), "evals": evals})
-    seconds = time.perf_counter() - t0
-    envs.close()
-    final = float(np.mean(evaluate(actor.greedy, cfg.env_id, cfg.eval_episodes)))
-    evals.append((n_iters * batch, final))
-    run.log({"eval/return": final}, step=n_iters * batch)
+    policy = train_policy(cfg.env_id, cfg, seed=run.seed, run=run, resume=state["loop"] if state else None, outer={})
+    steps, rets = policy.curve
     line_plot(run.plots_dir / "learning_curve.png",
-              {"training episodes": (episodes.steps, episodes.returns),
-               "greedy evaluation": ([s for s, _ in evals], [r for _, r in evals])},
+              {"training episodes": (steps, rets),
+               "greedy evaluation": ([s for s, _ in policy.evals], [r for _, r in policy.evals])},
               xlabel="env steps", ylabel="return", title=f"TRPO on {cfg.env_id}")
-    return {"eval/return": final, "train/steps_per_s": n_iters * batch / seconds, "train/seconds": seconds}
-
+    return {"eval/return": policy.eval_return, "train/steps_per_s": policy.steps / policy.seconds,
+            "train/seconds": policy.seconds}

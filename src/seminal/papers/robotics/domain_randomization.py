@@ -244,7 +244,7 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
         outer = {"results": state["results"], "variant": tag}
         policy = ppo.train_policy(training_env(cfg, randomized), ppo_cfg, total_steps=cfg.total_steps,
                                   seed=run.seed, overrides=overrides, run=run, prefix=tag, outer=outer,
-                                  resume=state.get("ppo") if state.get("variant") == tag else None)
+                                  resume=state.get("loop") if state.get("variant") == tag else None)
         res = evaluate_grid(policy, cfg)  # Eq. (1)'s policy, scored on the held-out "real" systems
         res["train_seconds"] = policy.seconds
         state = {"results": {**state["results"], tag: res}}
