@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from seminal.core.claims import Claim
+from seminal.core.errors import SeminalError
 from seminal.core.config import field_docs
 from seminal.syllabus import SYLLABUS
 
@@ -19,7 +20,12 @@ def test_at_least_the_first_papers_exist():
 
 @pytest.mark.parametrize("entry", IMPLEMENTED, ids=lambda e: e.slug)
 def test_module_contract(entry):
-    mod = entry.load()
+    try:
+        mod = entry.load()
+    except SeminalError as e:  # an optional extra (gymnasium for RL) is not installed
+        if "which is not installed" in str(e):
+            pytest.skip(str(e))
+        raise
     assert (mod.__doc__ or "").strip(), "module docstring with citation and equation map"
     assert set(mod.PRESETS) >= {"quick", "full"}
     cfg_cls = type(mod.PRESETS["quick"])

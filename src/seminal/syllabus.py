@@ -59,7 +59,14 @@ class Entry:
                 f"paper {self.number} ({self.slug}) has no implementation yet ({what}); "
                 "`seminal list` shows which papers run"
             )
-        return importlib.import_module(self.module_name)
+        try:
+            return importlib.import_module(self.module_name)
+        except ModuleNotFoundError as e:  # a paper whose optional extra is not installed
+            if not e.name or e.name.split(".")[0] == "seminal":
+                raise
+            extra = _EXTRAS.get(e.name.split(".")[0])
+            fix = f"pip install 'seminal[{extra}]'" if extra else f"install {e.name}"
+            raise SeminalError(f"paper {self.number} ({self.slug}) needs {e.name}, which is not installed: {fix}") from e
 
     def result(self, results: Path | None = None, preset: str = "quick") -> dict | None:
         """The record `seminal reproduce` wrote for this paper and preset, if any."""
@@ -80,6 +87,10 @@ class Entry:
             return "claim verified" if res.get("passed") else "claim failing"
         return "notes only" if self.notes_path.exists() else "planned"
 
+
+_EXTRAS = {"gymnasium": "rl", "Box2D": "rl", "pygame": "rl", "mujoco": "mujoco", "ale_py": "atari",
+           "stable_baselines3": "bench"}
+"""Optional third-party modules and the extra that installs each."""
 
 _E = Entry
 SYLLABUS: tuple[Entry, ...] = (
