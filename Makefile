@@ -1,5 +1,6 @@
 # Two entry points, each self-sufficient on a fresh machine:
-#   make run   creates .venv, installs seminal, reproduces every implemented claim (quick preset), builds the report
+#   make run   creates .venv, installs seminal, reproduces every implemented claim (quick preset) into runs/,
+#              builds report/ from it (the committed record changes only with `seminal reproduce --record`)
 #   make test  creates .venv, installs seminal with test tools, runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,8 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/seminal reproduce --all --preset quick --jobs 2; status=$$?; \
-	$(BIN)/seminal report; exit $$status
+	$(BIN)/seminal reproduce --all --preset quick --jobs 2 --out runs; status=$$?; \
+	$(BIN)/seminal report --results runs/results; exit $$status
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
+import torch
 
 from seminal.core.claims import Claim
 from seminal.core.errors import Interrupted
@@ -63,6 +67,69 @@ def test_checkpoint_round_trips_numpy_and_rng(tmp_path):
     np.testing.assert_array_equal(restored["a"], state["a"])
 
 
+def _random_walk(run: Run, steps: int = 400, sigint_at: int | None = None) -> float:
+    """A paper's inner loop in miniature: one step of work, then a checkpoint whenever `run.due()`."""
+    state = run.restore() or {"i": 0, "x": 0.0}
+    i, x = state["i"], state["x"]
+    while i < steps:
+        if i == sigint_at:
+            os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, in the middle of an "epoch"
+        x += float(np.random.randn())
+        i += 1
+        if run.due():
+            run.checkpoint({"i": i, "x": x})
+    return x
+
+
+def test_ctrl_c_stops_within_a_step_and_the_resume_matches(tmp_path, capsys):
+    kw = {"tensorboard": False, "checkpoint_seconds": 1e9}  # no checkpoint by time: only the Ctrl-C makes one
+    np.random.seed(0)
+    with Run(tmp_path / "whole", "walk", 0, None, **kw) as run:
+        whole = _random_walk(run)
+    assert run.checkpoints == 0
+    np.random.seed(0)
+    with pytest.raises(Interrupted), Run(tmp_path / "cut", "walk", 0, None, **kw) as run:
+        _random_walk(run, sigint_at=150)
+    assert 151 <= torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["state"]["i"] <= 152
+    assert "stopping at the next checkpoint" in capsys.readouterr().out
+    with Run(tmp_path / "cut", "walk", 0, None, **kw) as run:
+        assert _random_walk(run) == whole
+
+
+def test_due_by_elapsed_time_from_the_last_checkpoint(tmp_path, monkeypatch):
+    with Run(tmp_path, "walk", 0, None, tensorboard=False, checkpoint_seconds=0.5) as run:
+        start = time.monotonic()
+        assert not run.due()
+        while not run.due():
+            time.sleep(0.01)
+        assert time.monotonic() - start >= 0.5
+        run.checkpoint({})
+        assert not run.due() and run.checkpoints == 1
+    monkeypatch.setenv("SEMINAL_CHECKPOINT_SECONDS", "0.25")
+    assert Run(tmp_path, "walk", 0, None, tensorboard=False).checkpoint_seconds == 0.25
+
+
+def test_elapsed_time_carries_over_a_resume(tmp_path):
+    with Run(tmp_path, "walk", 0, None, tensorboard=False) as run:
+        time.sleep(0.3)
+        run.checkpoint({})
+    with Run(tmp_path, "walk", 0, None, tensorboard=False) as run:
+        assert run.elapsed < 0.3
+        run.restore()
+        assert run.elapsed >= 0.3  # a resumed run's summary counts the first session too
+
+
+def test_progress_counts_units_with_eta_and_postfix(tmp_path, monkeypatch):
+    bar = Run(tmp_path, "walk", 0, None, tensorboard=False, progress=True).progress(
+        total=1000, unit="img", initial=200, loss="0.512")
+    meter, state = str(bar), bar.format_dict
+    bar.close()
+    assert (state["n"], state["total"], state["unit"]) == (200, 1000, "img") and "loss=0.512" in meter
+    assert "<" in meter  # elapsed<remaining: the ETA
+    monkeypatch.setenv("SEMINAL_QUIET", "1")
+    assert Run(tmp_path, "walk", 0, None, tensorboard=False).progress(total=5).disable
+
+
 def test_claim_checks_and_seed_aggregation():
     c = Claim("x", "m", ">=", 0.5, "p", "s")
     assert c.check(0.5) and not c.check(0.49) and not c.check(float("nan"))
@@ -81,7 +148,11 @@ def test_reproduce_writes_results_and_report(tmp_path):
     assert rec["seeds"] == [0, 1] and len(rec["claims"]) == 3
     for c in rec["claims"]:
         assert len(c["values"]) == 2 and abs(c["mean"] - sum(c["values"]) / 2) < 1e-12
+        assert c["seeds"] == [0, 1] and c["n"] == 2
+        assert c["seeds_passed"] == sum(v >= c["threshold"] for v in c["values"])  # all three claims are `>=`
     assert rec["passed"] == all(c["passed"] for c in rec["claims"])
+    assert rec["plots"] and all((tmp_path / "results" / p).is_file() for p in rec["plots"])
+    assert all(not r.startswith("/") for r in rec["runs"])
     table = status_table(tmp_path / "results")
     assert "| 1 | Backpropagation (MLP in NumPy) |" in table and "| 2 | LeNet-5 |" in table
     assert "## 1. Backpropagation" in results_markdown(tmp_path / "results")
@@ -92,7 +163,7 @@ def test_reproduce_writes_results_and_report(tmp_path):
 
 
 def test_committed_readme_table_and_results_md_are_current():
-    assert check_readme(), "run `seminal report` after `seminal reproduce`"
+    assert check_readme(), "run `seminal report --record` after `seminal reproduce --record`"
 
 
 def test_recorded_commit_is_git_head_or_seminal_commit(monkeypatch):
