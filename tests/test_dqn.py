@@ -1,16 +1,21 @@
-"""DQN: TD targets, Huber loss and Double DQN against hand computation; errors; determinism; smoke run."""
+"""DQN: one whole update step (DQN and Double DQN) against autograd on a fixed batch, the target-network copy
+every C updates, epsilon's schedule in the loop, TD targets and Huber by hand, exact resume; errors; smoke run."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from seminal.core.errors import SeminalError
+from seminal.core.errors import Interrupted, SeminalError
 from seminal.core.run import Run, seed_everything
 from seminal.core.runner import execute
 from seminal.papers.rl import dqn
@@ -118,20 +123,13 @@ def test_same_seed_same_returns(tmp_path):
     assert a["eval/return"] == b["eval/return"]
 
 
-def test_smoke_run_checkpoint_and_resume(tmp_path):
+def test_smoke_run_double_dqn(tmp_path):
     summary = execute("dqn", "quick", 0, [f"{k}={getattr(TINY, k)}" for k in
                       ("total_steps", "learning_starts", "buffer_size", "batch_size", "eval_every",
                        "eval_episodes", "checkpoint_every", "target_update")] + ["double=true"],
-                      tmp_path, progress=False, stop_after_checkpoints=None)
-    assert np.isfinite(summary["metrics"]["eval/return"]) and summary["metrics"]["eval/return"] > 0
-    from seminal.core.errors import Interrupted
-
-    overrides = ["total_steps=1200", "learning_starts=200", "buffer_size=1000", "eval_every=600",
-                 "eval_episodes=2", "checkpoint_every=400"]
-    with pytest.raises(Interrupted) as stop:
-        execute("dqn", "quick", 1, overrides, tmp_path / "r", progress=False, stop_after_checkpoints=2)
-    resumed = execute("dqn", "quick", 1, None, resume_dir=stop.value.run_dir, progress=False)
-    assert resumed["resumed"] and np.isfinite(resumed["metrics"]["eval/return"])
+                      tmp_path, progress=False)
+    assert np.isfinite(summary["metrics"]["eval/return"]) and (tmp_path / "dqn").exists()
+    assert [c["metric"] for c in summary["claims"]] == ["eval/return"]
 
 
 def test_nature_cnn_shapes_and_one_update_on_frames():
@@ -145,3 +143,126 @@ def test_nature_cnn_shapes_and_one_update_on_frames():
     loss = dqn.td_loss(q.gather(1, torch.zeros(5, 1, dtype=torch.long)).squeeze(1), y, 1.0)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# ---- one whole update step against an independent computation ----------------------------------------
+def _fixed_batch():
+    """Two different nets (theta, theta^-) and a batch where the choices matter: online and target argmax
+    differ on some non-terminal s', terminal rows have a non-zero bootstrap, some |delta| > 1 (clipped)."""
+    torch.manual_seed(0)
+    q, q_target = dqn.QMLP(3, 4, (8,)), dqn.QMLP(3, 4, (8,))
+    g = torch.Generator().manual_seed(1)
+    s, s_next = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    a = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    r = torch.tensor([5.0, -3.0, 0.2, 0.1, 2.0, -0.5, 0.0, 1.0])
+    terminated = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    with torch.no_grad():
+        differ = q(s_next).argmax(1) != q_target(s_next).argmax(1)
+    assert (differ & (terminated == 0)).any(), "precondition: Double DQN must pick differently on some row"
+    return q, q_target, (s, a, r, s_next, terminated)
+
+
+@pytest.mark.parametrize("double", [False, True], ids=["dqn", "double"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_dqn_update_equals_autograd_step_on_huber_td_loss(double, weighted):
+    q, q_target, batch = _fixed_batch()
+    s, a, r, s_next, terminated = batch
+    gamma, lr = 0.9, 0.1
+    cfg = dataclasses.replace(dqn.PRESETS["quick"], gamma=gamma, huber_delta=1.0, double=double)
+    weights = torch.tensor([1.0, 0.5, 0.25, 1.0, 0.8, 0.3, 0.6, 0.9]) if weighted else None
+    target_before = [p.detach().clone() for p in q_target.parameters()]
+
+    # The oracle: Eq. (1) (or Double DQN's Eq. 4) written out here, torch's Huber loss, autograd, one SGD step.
+    ref = copy.deepcopy(q)
+    with torch.no_grad():
+        q_next_target = q_target(s_next)  # theta^- evaluates ...
+        a_next = ref(s_next).argmax(1) if double else q_next_target.argmax(1)  # ... theta picks (Double DQN)
+        y = r + gamma * (1 - terminated) * q_next_target[torch.arange(8), a_next]
+    q_sa = ref(s)[torch.arange(8), a]
+    assert ((y - q_sa).abs() > 1).any() and ((y - q_sa).abs() < 1).any(), "precondition: both Huber regimes"
+    per_sample = F.huber_loss(q_sa, y, reduction="none", delta=1.0)
+    loss = (per_sample * (weights if weighted else 1.0)).mean()
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    expected = [p.detach() - lr * g for p, g in zip(ref.parameters(), grads)]
+
+    opt = torch.optim.SGD(q.parameters(), lr=lr)
+    got_loss, abs_td = dqn.dqn_update(q, q_target, opt, batch, cfg, weights)
+    assert torch.isclose(got_loss, loss.detach())
+    torch.testing.assert_close(abs_td, (y - q_sa).detach().abs())  # |delta| before the step (PER's priorities)
+    for p, e in zip(q.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e)
+    for p, before in zip(q_target.parameters(), target_before):  # the step never touches theta^-
+        assert torch.equal(p.detach(), before)
+
+
+def _tiny_memory(n: int = 64) -> dqn.Replay:
+    rng = np.random.default_rng(0)
+    mem = dqn.Replay(n, (3,), np.float32)
+    for i in range(n):
+        mem.add(rng.standard_normal(3), i % 4, float(rng.standard_normal()), rng.standard_normal(3), i % 9 == 0)
+    return mem
+
+
+def test_target_network_copied_every_c_updates_and_only_then():
+    torch.manual_seed(0)
+    q = dqn.QMLP(3, 4, (8,))
+    q_target = copy.deepcopy(q)
+    cfg = dataclasses.replace(dqn.PRESETS["quick"], batch_size=8, gradient_steps=1, target_update=3)
+    opt = torch.optim.Adam(q.parameters(), lr=1e-2)
+    mem, rng = _tiny_memory(), np.random.default_rng(0)
+    last_copy = [p.detach().clone() for p in q.parameters()]
+    updates = 0
+    for _ in range(7):
+        updates, _ = dqn.replay_updates(q, q_target, opt, mem, dqn.UniformSampler(), rng, cfg, 0.5, updates)
+        online = [p.detach().clone() for p in q.parameters()]
+        target = [p.detach() for p in q_target.parameters()]
+        if updates % 3 == 0:
+            assert all(torch.equal(t, o) for t, o in zip(target, online)), f"no copy after update {updates}"
+            last_copy = online
+        else:
+            assert all(torch.equal(t, c) for t, c in zip(target, last_copy)), f"theta^- moved at update {updates}"
+            assert not all(torch.equal(t, o) for t, o in zip(target, online))
+    assert updates == 7
+    # several gradient steps in one phase: the copy happens at the C-th update, not at the phase's end
+    cfg4 = dataclasses.replace(cfg, gradient_steps=4)
+    q_target.load_state_dict(q.state_dict())
+    updates, _ = dqn.replay_updates(q, q_target, opt, mem, dqn.UniformSampler(), rng, cfg4, 0.5, 7)  # 8..11
+    assert updates == 11 and not all(torch.equal(t, o) for t, o in zip(q_target.parameters(), q.parameters()))
+
+
+def test_loop_anneals_epsilon_as_scheduled(tmp_path):
+    _, run = _learn(TINY, tmp_path, seed=2)
+    steps, eps = run.history("train/epsilon")  # logged at each episode's end, step = env steps done
+    assert len(steps) > 10
+    expected = [dqn.epsilon(t - 1, TINY.eps_start, TINY.eps_end, TINY.exploration_steps) for t in steps]
+    np.testing.assert_allclose(eps, expected, rtol=1e-12)
+    assert eps[0] > 0.9 and eps[-1] < eps[0]
+
+
+# ---- exact resume -------------------------------------------------------------------------------------
+RESUME = ["total_steps=600", "learning_starts=100", "buffer_size=600", "batch_size=32", "eval_every=300",
+          "eval_episodes=2", "checkpoint_every=250", "target_update=20", "hidden=16,16", "exploration_steps=500"]
+
+
+def _histories(run_dir, keys) -> dict:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys}
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
+    """Stopped mid-episode (a Ctrl-C at the first checkpoint) and resumed: the env's state, the episode's
+    running return, replay, nets, optimizer and RNGs all come back, so every logged number is the same.
+    Once at a `checkpoint_every` checkpoint (step 250), once where `run.due()` asked for one (step 1)."""
+    monkeypatch.setenv("SEMINAL_CHECKPOINT_SECONDS", "1e9")
+    whole = execute("dqn", "quick", 1, RESUME, tmp_path / "whole", progress=False)
+    keys = ("train/episode_return", "train/loss", "eval/return")
+    for seconds, at_step in ((None, 250), (1e-9, 1)):  # 1e-9 s: run.due() is True at once
+        with pytest.raises(Interrupted) as stop:
+            execute("dqn", "quick", 1, RESUME, tmp_path / f"cut{at_step}", progress=False, stop_after_checkpoints=1,
+                    checkpoint_seconds=seconds)
+        run_dir = Path(stop.value.run_dir)
+        ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)["state"]
+        assert ckpt["step"] == at_step and ckpt["env"] is not None and ckpt["ep_len"] > 0  # mid-episode
+        resumed = execute("dqn", resume_dir=run_dir, progress=False)
+        assert resumed["resumed"] and resumed["metrics"] == whole["metrics"]
+        assert _histories(run_dir, keys) == _histories(Path(whole["run_dir"]), keys)

@@ -15,8 +15,8 @@ Equation map (Nature 2015, Methods; Double DQN Eq. 4):
   Eq. (1) / Methods  y = r + gamma max_a' Q(s', a'; theta^-), y = r at terminal s'   -> `td_target`
   Double DQN Eq. (4) y = r + gamma Q(s', argmax_a' Q(s', a'; theta); theta^-)       -> `td_target`
   Methods  error clipping of (y - Q(s, a; theta)) to [-1, 1] == Huber loss           -> `huber`, `td_loss`
-  Eq. (3)  gradient step on E[(y - Q(s, a; theta))^2] over replayed minibatches      -> `learn`, update
-  Methods  theta^- <- theta every C updates                                            -> `learn`
+  Eq. (3)  gradient step on E[(y - Q(s, a; theta))^2] over replayed minibatches      -> `dqn_update`
+  Methods  theta^- <- theta every C updates                                            -> `replay_updates`
   Methods  epsilon annealed linearly from 1 to 0.1 over the first 1M frames          -> `epsilon`
   Methods  preprocessing phi, reward clipping                                          -> `make_train_env`
   Ext. Data Table 1 hyperparameters                                                   -> `PRESETS["full"]`
@@ -36,57 +36,58 @@ import torch.nn.functional as F
 from torch import nn
 
 from seminal.core.claims import Claim
+from seminal.core.config import PosFloat, PosInt, Prob, Sizes
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
-from seminal.core.rl import evaluate, make_env, require_discrete
+from seminal.core.rl import env_state, evaluate, make_env, require_discrete, set_env_state
 from seminal.core.run import Run
 
-__all__ = ["Config", "PRESETS", "CLAIMS", "learn", "train", "replace"]
+__all__ = ["Config", "PRESETS", "CLAIMS", "dqn_update", "replay_updates", "learn", "train", "replace"]
 
 
 @dataclass(frozen=True)
 class Config:
     env_id: str = "CartPole-v1"
     """Gymnasium id; `ALE/...` ids (the `atari` extra) get the paper's Atari preprocessing and CNN."""
-    total_steps: int = 50_000
+    total_steps: PosInt = 25_000
     """Environment (agent) steps of training; on Atari one step is 4 frames."""
-    buffer_size: int = 50_000
+    buffer_size: PosInt = 50_000
     """Replay memory size N (transitions)."""
-    batch_size: int = 64
+    batch_size: PosInt = 64
     """Minibatch size of each gradient step."""
-    lr: float = 2.3e-3
+    lr: PosFloat = 2.3e-3
     """Learning rate of the optimizer."""
     optimizer: Literal["adam", "rmsprop"] = "adam"
     """`rmsprop`: the paper's (centred, momentum 0.95, eps 0.01); `adam`: the quick preset's (deviation 2)."""
-    gamma: float = 0.99
+    gamma: Prob = 0.99
     """Discount factor gamma."""
-    learning_starts: int = 1_000
+    learning_starts: PosInt = 1_000
     """Steps of random-policy data collected before the first update (the paper's "replay start size")."""
-    train_freq: int = 16
+    train_freq: PosInt = 16
     """Env steps between update phases (the paper's "update frequency", 4)."""
-    gradient_steps: int = 8
+    gradient_steps: PosInt = 8
     """Gradient steps per update phase (the paper's 1)."""
-    target_update: int = 128
+    target_update: PosInt = 128
     """C: gradient updates between copies theta^- <- theta (the paper's 10,000)."""
-    eps_start: float = 1.0
+    eps_start: Prob = 1.0
     """Initial exploration rate epsilon."""
-    eps_end: float = 0.04
+    eps_end: Prob = 0.04
     """Final exploration rate epsilon (the paper's 0.1)."""
-    exploration_steps: int = 8_000
+    exploration_steps: PosInt = 8_000
     """Env steps over which epsilon falls linearly from eps_start to eps_end (the paper's 1M frames)."""
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: Sizes = (64, 64)
     """Hidden widths of the MLP Q-network for vector observations (Atari uses the Nature CNN)."""
     double: bool = False
     """Double DQN target (van Hasselt et al. 2016): online argmax, target-network value."""
-    huber_delta: float = 1.0
+    huber_delta: PosFloat = 1.0
     """Huber loss threshold (the paper clips the TD error to [-1, 1], i.e. 1)."""
     clip_rewards: bool = False
     """Clip rewards to [-1, 1] (the paper, on Atari; CartPole's rewards are already 1)."""
-    eval_every: int = 5_000
+    eval_every: PosInt = 2_500
     """Env steps between greedy evaluations."""
-    eval_episodes: int = 10
+    eval_episodes: PosInt = 10
     """Episodes per greedy evaluation (deterministic policy, seeds 10000, 10001, ...)."""
-    checkpoint_every: int = 10_000
+    checkpoint_every: PosInt = 5_000
     """Env steps between checkpoints (network, optimizer, replay buffer)."""
 
     def validate(self) -> None:
@@ -112,16 +113,19 @@ PRESETS = {
 }
 
 CLAIMS = {
-    # "Within 50k steps": the best of the greedy evaluations every 5k steps up to 50k (10 episodes each,
-    # mean return) reaches 475, gymnasium's CartPole-v1 reward_threshold. Fixed before running.
+    # The policy at the end of training, not the best of the evaluations along the way: greedy, 10 episodes,
+    # mean return >= 475 (gymnasium's CartPole-v1 reward_threshold) in a majority of seeds. The majority is the
+    # peer's own record: SB3's tuned DQN reached 500 in 2 of 3 seeds at 50k steps on this machine (notes).
+    # Fixed before running. The 25k budget was chosen on seeds 100-102, the other hyperparameters earlier on
+    # seeds 0-2 (notes, deviation 3); the claim is recorded on seeds 1000+.
     "quick": [
-        Claim("DQN solves CartPole-v1 within 50k env steps, every seed", "eval/best_return", ">=", 475.0,
-              "SB3 zoo DQN: 500 in 2 of 3 seeds at 50k steps (measured here)", "gymnasium reward_threshold;"
-              " rl-baselines3-zoo dqn.yml", aggregate="all"),
+        Claim("DQN's greedy policy after 25k env steps solves CartPole-v1 (return >= 475) in most seeds",
+              "eval/return", ">=", 475.0, "SB3 zoo DQN: 500 in 2 of 3 seeds at 50k steps (measured here)",
+              "gymnasium CartPole-v1 reward_threshold; rl-baselines3-zoo dqn.yml", aggregate="k_of_n", bar="peer"),
     ],
     "full": [
         Claim("DQN plays Pong at the paper's level", "eval/return", ">=", 17.6, "18.9 +- 1.3",
-              "Nature 2015 Ext. Data Table 2 (mean minus one std)"),
+              "Nature 2015 Ext. Data Table 2 (mean minus one std)", bar="paper"),
     ],
 }
 
@@ -286,11 +290,46 @@ class UniformSampler:
         pass
 
 
-# ---- the loop -----------------------------------------------------------------------------------------
+# ---- one update (Eq. 3) and one update phase ----------------------------------------------------------
 def make_qnet(cfg: Config, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module:
     return NatureCNN(n_actions, obs_shape[0]) if cfg.atari else QMLP(int(np.prod(obs_shape)), n_actions, cfg.hidden)
 
 
+def dqn_update(q: nn.Module, q_target: nn.Module, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
+               cfg: Config, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One gradient step of Eq. (3) on a replayed minibatch; returns the loss and |delta| (B,) before the step.
+
+    batch = (s, a, r, s', terminated); weights (B,): prioritized replay's importance weights, or None. The
+    target y bootstraps from theta^- (Double DQN: a' picked by theta, valued by theta^-) and has no gradient.
+    """
+    s, a, r, s_next, terminated = batch
+    with torch.no_grad():
+        y = td_target(r, terminated, q_target(s_next), cfg.gamma, q(s_next) if cfg.double else None)  # Eq. (1)
+    q_sa = q(s).gather(1, a.unsqueeze(1)).squeeze(1)  # Q(s, a; theta), (B,)
+    loss = td_loss(q_sa, y, cfg.huber_delta, weights)  # Methods: error clipping == Huber
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()  # Eq. (3)
+    return loss.detach(), (y - q_sa).detach().abs()
+
+
+def replay_updates(q: nn.Module, q_target: nn.Module, opt: torch.optim.Optimizer, memory: Replay, sampler: Any,
+                   rng: np.random.Generator, cfg: Config, progress: float, updates: int) -> tuple[int, torch.Tensor]:
+    """One update phase: `gradient_steps` minibatches drawn by `sampler`, each a `dqn_update` whose |delta|
+    goes back to the sampler, and theta^- <- theta every C updates. Returns the update count and last loss."""
+    dev = next(q.parameters()).device
+    for _ in range(cfg.gradient_steps):
+        index, weights = sampler.sample(rng, cfg.batch_size, memory.n, progress)
+        w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=dev)
+        loss, abs_td = dqn_update(q, q_target, opt, memory.batch(index, dev), cfg, w)
+        sampler.update(index, abs_td.cpu().numpy())
+        updates += 1
+        if updates % cfg.target_update == 0:
+            q_target.load_state_dict(q.state_dict())  # Methods: theta^- <- theta every C updates
+    return updates, loss
+
+
+# ---- the loop -----------------------------------------------------------------------------------------
 def learn(cfg: Config, run: Run, sampler: Any = None, prefix: str = "", state: dict | None = None,
           save: Any = None) -> dict[str, float]:
     """Train one DQN agent; log under `prefix`; resume from `state`; `save(state)` checkpoints.
@@ -333,8 +372,11 @@ def _learn(cfg: Config, run: Run, sampler: Any, prefix: str, state: dict | None,
             return int(q(torch.as_tensor(np.asarray(obs), device=dev).unsqueeze(0)).argmax())
 
     s = {"step": 0, "episode": 0, "updates": 0, "train_seconds": 0.0, "evals": []}
-    if state is not None:  # envs restart on resume, so a resumed run is not bit-identical (see notes)
-        q.load_state_dict(state["q"])
+    ep_return, ep_len = 0.0, 0
+    if state is None:
+        obs, _ = env.reset()
+    else:
+        q.load_state_dict(state["q"])  # copies in place: greedy_np's views stay valid
         q_target.load_state_dict(state["q_target"])
         opt.load_state_dict(state["opt"])
         memory.load(state["memory"])
@@ -342,11 +384,14 @@ def _learn(cfg: Config, run: Run, sampler: Any, prefix: str, state: dict | None,
         rng.bit_generator.state = json.loads(state["rng"])
         s = {k: state[k] for k in s}
         s["evals"] = [list(e) for e in s["evals"]]
-    obs, _ = env.reset(seed=run.seed + 1000 * s["episode"]) if state is not None else env.reset()
-    ep_return, ep_len = 0.0, 0
+        if set_env_state(env, state.get("env")):  # classic control: continue the interrupted episode exactly
+            obs, ep_return, ep_len = np.asarray(state["obs"]), float(state["ep_return"]), int(state["ep_len"])
+        else:  # Atari: the emulator's state is not saved; a new episode starts (not bit-identical, notes)
+            obs, _ = env.reset(seed=run.seed + 1000 * s["episode"])
     threshold = solve_threshold(cfg.env_id)
     t0 = time.perf_counter()
-    for step in run.progress(range(s["step"], cfg.total_steps), total=cfg.total_steps, desc=f"dqn {prefix}"):
+    for step in run.progress(range(s["step"], cfg.total_steps), total=cfg.total_steps, initial=s["step"],
+                             desc=f"dqn {prefix}", unit="step"):
         eps = epsilon(step, cfg.eps_start, cfg.eps_end, cfg.exploration_steps)
         action = int(rng.integers(n_actions)) if rng.random() < eps else greedy(obs)
         next_obs, reward, terminated, truncated, _ = env.step(action)
@@ -363,21 +408,8 @@ def _learn(cfg: Config, run: Run, sampler: Any, prefix: str, state: dict | None,
             obs = next_obs
 
         if step + 1 >= cfg.learning_starts and (step + 1) % cfg.train_freq == 0:
-            for _ in range(cfg.gradient_steps):
-                index, weights = sampler.sample(rng, cfg.batch_size, memory.n, step / cfg.total_steps)
-                o, a, rew, o2, term = memory.batch(index, dev)
-                with torch.no_grad():
-                    y = td_target(rew, term, q_target(o2), cfg.gamma, q(o2) if cfg.double else None)
-                q_sa = q(o).gather(1, a.unsqueeze(1)).squeeze(1)
-                w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=dev)
-                loss = td_loss(q_sa, y, cfg.huber_delta, w)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sampler.update(index, (y - q_sa).detach().abs().cpu().numpy())
-                s["updates"] += 1
-                if s["updates"] % cfg.target_update == 0:
-                    q_target.load_state_dict(q.state_dict())  # theta^- <- theta every C updates
+            s["updates"], loss = replay_updates(q, q_target, opt, memory, sampler, rng, cfg,
+                                                (step + 1) / cfg.total_steps, s["updates"])
             if s["updates"] % 100 < cfg.gradient_steps:
                 run.check_finite(loss.item(), step + 1, hint="lr")
                 run.log({f"{prefix}train/loss": loss.item()}, step=step + 1)
@@ -391,24 +423,23 @@ def _learn(cfg: Config, run: Run, sampler: Any, prefix: str, state: dict | None,
             run.log({f"{prefix}eval/return": mean_return, f"{prefix}eval/return_std": float(np.std(returns)),
                      f"{prefix}time/train_seconds": s["train_seconds"]}, step=step + 1)
             t0 = time.perf_counter()
-        if save is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.total_steps:
+        if save is not None and step + 1 < cfg.total_steps and ((step + 1) % cfg.checkpoint_every == 0 or run.due()):
             s["train_seconds"] += time.perf_counter() - t0
             s["step"] = step + 1
             save({**s, "q": q.state_dict(), "q_target": q_target.state_dict(), "opt": opt.state_dict(),
-                  "memory": memory.state(), "sampler": sampler.state(), "rng": json.dumps(rng.bit_generator.state)})
+                  "memory": memory.state(), "sampler": sampler.state(), "rng": json.dumps(rng.bit_generator.state),
+                  "env": env_state(env), "obs": np.asarray(obs), "ep_return": ep_return, "ep_len": ep_len})
             t0 = time.perf_counter()
     env.close()
 
     evals = np.array(s["evals"])  # (k, 3): step, mean return, train seconds so far
     solved = [e for e in s["evals"] if threshold is not None and e[1] >= threshold]
+    # Wall times are logged (time/train_seconds), not returned: a resumed run must return the same numbers.
     return {
-        f"{prefix}eval/return": float(evals[-1, 1]),
+        f"{prefix}eval/return": float(evals[-1, 1]),  # the claim's number: the policy at the end of training
         f"{prefix}eval/best_return": float(evals[:, 1].max()),
         f"{prefix}eval/mean_return": float(evals[:, 1].mean()),  # area under the eval curve / its length
         f"{prefix}eval/solved_step": float(solved[0][0]) if solved else float("nan"),
-        f"{prefix}time/solved_seconds": float(solved[0][2]) if solved else float("nan"),
-        f"{prefix}time/train_seconds": s["train_seconds"],
-        f"{prefix}time/steps_per_second": cfg.total_steps / max(s["train_seconds"], 1e-9),
     }
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from seminal.core.claims import Claim
+from seminal.core.config import NonNegFloat, PosFloat, Prob
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
 from seminal.papers.rl import dqn
@@ -36,36 +37,42 @@ from seminal.papers.rl import dqn
 
 @dataclass(frozen=True)
 class Config(dqn.Config):
-    alpha: float = 0.6
+    alpha: NonNegFloat = 0.6
     """Prioritization exponent alpha of Eq. (1) (0: uniform); the paper's 0.6 for the proportional variant."""
-    beta_start: float = 0.4
+    beta_start: Prob = 0.4
     """Initial importance-sampling exponent beta_0, annealed linearly to 1 (§3.4; the paper's 0.4)."""
-    priority_eps: float = 1e-6
+    priority_eps: PosFloat = 1e-6
     """eps in p_i = |delta_i| + eps: keeps zero-error transitions sampleable (§3.3)."""
-    per_lr_scale: float = 1.0
+    per_lr_scale: PosFloat = 1.0
     """Learning rate of the prioritized run relative to the uniform one (the paper used 1/4 on Atari)."""
 
 
 _DQN_QUICK = {f.name: getattr(dqn.PRESETS["quick"], f.name) for f in fields(dqn.Config)}
 _DQN_FULL = {f.name: getattr(dqn.PRESETS["full"], f.name) for f in fields(dqn.Config)}
 PRESETS = {
-    "quick": Config(**_DQN_QUICK),
+    # Entry 7's quick DQN, shortened to 10k steps an arm (two arms must fit one seed-run's budget; deviation 6):
+    # epsilon anneals over the first 4k steps, evaluations every 1k steps trace the learning curve.
+    "quick": Config(**{**_DQN_QUICK, "total_steps": 10_000, "exploration_steps": 4_000, "eval_every": 1_000,
+                       "checkpoint_every": 5_000}),
     "full": Config(**{**_DQN_FULL, "double": True}, per_lr_scale=0.25),  # the paper's baseline: Double DQN
 }
 
 CLAIMS = {
-    # At CartPole scale the paper's claim (faster learning on 41 of 49 Atari games) cannot be tested; the
-    # bar here is the weaker one fixed before running: prioritized DQN still solves CartPole-v1 within the
-    # same 50k-step budget in every seed. The uniform-vs-prioritized curves are reported without a bar.
+    # The paper's claim at CartPole scale: the same DQN learns faster with prioritized replay than with
+    # uniform replay. Both arms run in the same seed-run (same initial net, env seed, exploration generator
+    # and budget); the metric is that seed's difference of the mean greedy return over all evaluations (the
+    # area under the learning curve), and PER must win in a majority of seeds, as it won on most games
+    # (41 of 49). Fixed before running; tuned on seeds >= 100 only, recorded on seeds 1000+.
     "quick": [
-        Claim("DQN with prioritized replay solves CartPole-v1 within 50k steps, every seed",
-              "per/eval/best_return", ">=", 475.0, "faster learning than uniform on 41 of 49 games",
-              "Schaul et al. 2016 Fig. 7; CartPole solve bar: gymnasium reward_threshold", aggregate="all"),
+        Claim("Prioritized replay learns faster than uniform replay (same DQN, seed and budget): higher mean greedy"
+              " return over the run, in most seeds", "per_minus_uniform/mean_eval_return", ">", 0.0,
+              "prioritized beats uniform replay on 41 of 49 Atari games", "Schaul et al. 2016, abstract and Fig. 7",
+              aggregate="k_of_n", bar="paper", paired=("per/eval/mean_return", "uniform/eval/mean_return")),
     ],
     "full": [
         Claim("Prioritized DQN on Pong matches or beats uniform DQN", "per/eval/return", ">=", 17.6,
               "Pong: DQN 18.9 +- 1.3 (Mnih 2015); prioritized (prop.) 20.0+", "Nature Ext. Data Table 2;"
-              " Schaul et al. 2016 Table 6", aggregate="mean"),
+              " Schaul et al. 2016 Table 6", aggregate="mean", bar="paper"),
     ],
 }
 
@@ -151,6 +158,7 @@ class PrioritizedSampler:
         self.tree = SumTree(capacity)
         self.alpha, self.beta_start, self.eps = alpha, beta_start, eps
         self.max_priority = 1.0
+        self.beta = beta_start  # the exponent of the last draw (read by the tests)
 
     def add(self, index: int) -> None:
         """A new transition gets the largest priority seen so far (Algorithm 1, line 6)."""
@@ -162,9 +170,11 @@ class PrioritizedSampler:
         mass = (np.arange(batch) + rng.random(batch)) * (total / batch)  # one draw in each 1/k of the mass
         index = np.minimum(self.tree.find(np.minimum(mass, np.nextafter(total, 0))), n - 1)
         prob = self.tree.leaves[index] / total  # Eq. (1)
-        return index, importance_weights(prob, n, beta_schedule(progress, self.beta_start))
+        self.beta = beta_schedule(progress, self.beta_start)  # §3.4: annealed over the run
+        return index, importance_weights(prob, n, self.beta)
 
     def update(self, index: np.ndarray, td_error: np.ndarray) -> None:
+        """p_i <- |delta_i| + eps for the transitions just replayed (Algorithm 1, line 11)."""
         p = priorities(td_error, self.eps)  # §3.3
         self.max_priority = max(self.max_priority, float(p.max()))
         self.tree.update(index, p**self.alpha)
