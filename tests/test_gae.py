@@ -29,6 +29,14 @@ def test_gae_hand_computed():
     np.testing.assert_allclose(adv, [[1.25, 2.0], [3.0, -9.0]])
 
 
+def test_gae_hand_computed_gamma_differs_from_lambda():
+    # one env, three steps, no episode end, gamma = 0.5, lambda = 0.8 (gamma * lambda = 0.4)
+    r, v, nv = np.array([[1.0], [0.0], [2.0]]), np.array([[0.0], [1.0], [0.0]]), np.array([[1.0], [0.0], [3.0]])
+    no = np.zeros((3, 1), bool)
+    # delta = (1 + .5 - 0, 0 + 0 - 1, 2 + 1.5 - 0) = (1.5, -1, 3.5); A_2 = 3.5, A_1 = -1 + .4*3.5 = .4, A_0 = 1.66
+    np.testing.assert_allclose(gae(r, v, nv, no, no, gamma=0.5, lam=0.8), [[1.66], [0.4], [3.5]])
+
+
 def test_nstep_returns_hand_computed():
     ret = nstep_returns(R, NEXT_V, TERM, DONE, gamma=0.5)
     # env 0: R_1 = 2 + .5*4 = 4, R_0 = 1 + .5*4 = 3;  env 1: R_0 = 1 + .5*2 = 2, R_1 = 1 + 0 = 1
