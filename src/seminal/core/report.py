@@ -70,12 +70,20 @@ def commit_label(r: dict) -> str:
     return str(sha) + (" (from SEMINAL_COMMIT)" if r.get("commit_from") == "SEMINAL_COMMIT" else "")
 
 
+def command(slug: str, preset: str, seeds: list[int], overrides: list[str]) -> str:
+    """The `seminal reproduce` command line that writes this record."""
+    n = len(seeds)
+    if seeds == list(range(seeds[0], seeds[0] + n)):
+        which = f"--seeds {n}" + (f" --first-seed {seeds[0]}" if seeds[0] else "")
+    else:
+        which = "--seed-list " + ",".join(map(str, seeds))
+    return " ".join([f"seminal reproduce {slug} --preset {preset} {which}"] + [f"--set {o}" for o in overrides])
+
+
 def reproduce_command(r: dict) -> str:
     """The exact command that writes this record (recorded; rebuilt for records older than that field)."""
     if r.get("command"):
         return r["command"]
-    from seminal.core.runner import command
-
     return command(r["paper"], r["preset"], list(r["seeds"]), list(r.get("overrides") or []))
 
 

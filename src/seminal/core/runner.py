@@ -22,6 +22,7 @@ from seminal.core.claims import Claim
 from seminal.core.config import apply_overrides, from_dict, to_dict
 from seminal.core.errors import Interrupted, SeminalError
 from seminal.core.paths import PROJECT_ROOT, RECORD_FILES
+from seminal.core.report import command
 from seminal.core.run import CHECKPOINT, Run, seed_everything
 from seminal.syllabus import Entry, resolve
 
@@ -69,20 +70,22 @@ def full_preset_warning(entries: list[Entry], seeds: int = 1) -> str | None:
     results/<slug>.full.json (`run_seconds`, a seed each) where there is one; None on a GPU."""
     if not entries or device().type == "cuda":
         return None
-    minutes, gpus, unknown = 0.0, set(), []
+    minutes, machines, on_gpu, unknown = 0.0, set(), False, []
     for entry in entries:
         record = entry.result(preset="full") or {}
         times = [t for t in record.get("run_seconds", []) if isinstance(t, (int, float))]
         if times:
             minutes += seeds * sum(times) / len(times) / 60
-            gpus.add((record.get("machine") or {}).get("gpu") or "the recording machine")
+            m = record.get("machine") or {}
+            on_gpu = on_gpu or bool(m.get("gpu"))
+            machines.add(m.get("gpu") or m.get("cpu") or "the recording machine")
         else:
             unknown.append(entry.slug)
     names = entries[0].slug if len(entries) == 1 else f"{len(entries)} papers"
     parts = []
-    if gpus:
-        parts.append(f"{seeds} seed(s) took ~{minutes:.0f} min on {', '.join(sorted(gpus))} (results/*.full.json); "
-                     "expect several times longer on a CPU")
+    if machines:
+        parts.append(f"{seeds} seed(s) took ~{minutes:.0f} min on {', '.join(sorted(machines))} (results/*.full.json)"
+                     + ("; expect several times longer on a CPU" if on_gpu else ""))
     if unknown:
         parts.append(f"no recorded time for {', '.join(unknown)}, sized for a GPU (hours on a CPU)")
     return f"warning: --preset full for {names} without a GPU: {'; '.join(parts)}. --preset quick runs in minutes"
@@ -434,16 +437,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
-
-
-def command(slug: str, preset: str, seeds: list[int], overrides: list[str]) -> str:
-    """The `seminal reproduce` command line that writes this record."""
-    n = len(seeds)
-    if seeds == list(range(seeds[0], seeds[0] + n)):
-        which = f"--seeds {n}" + (f" --first-seed {seeds[0]}" if seeds[0] else "")
-    else:
-        which = "--seed-list " + ",".join(map(str, seeds))
-    return " ".join([f"seminal reproduce {slug} --preset {preset} {which}"] + [f"--set {o}" for o in overrides])
 
 
 def _aggregate(entry: Entry, preset: str, summaries: list[dict], overrides, seconds: float,
