@@ -261,7 +261,7 @@ def _prior_run(out_root: Path, slug: str, preset: str, seed: int, cfg: dict, sha
 def reproduce(
     papers: list[Entry],
     preset: str = "quick",
-    seeds: int | Sequence[int] = 3,
+    seeds: int | Sequence[int] | None = 3,
     overrides: list[str] | None = None,
     out_root: Path | str = "runs",
     results: Path | str | None = None,
@@ -281,7 +281,10 @@ def reproduce(
     commit, and continues interrupted ones. A paper without claims for `preset`, or (among several) one that
     fails with an error, is reported and the others go on; its entry in the returned list has an `error`.
     """
-    seed_ids = seed_list(seeds, first_seed)
+    def seeds_of(entry: Entry) -> list[int]:  # None: the paper's own count (`SEEDS` in its module), else 3
+        return seed_list(getattr(entry.load(), "SEEDS", 3) if seeds is None else seeds, first_seed)
+
+    per_paper = {e.slug: seeds_of(e) for e in papers}
     if jobs < 1:
         raise SeminalError(f"--jobs {jobs}: need at least 1 job")
     if record is not None and results is not None:
@@ -299,10 +302,10 @@ def reproduce(
     from tqdm.auto import tqdm
 
     # one bar for everything, in expected seconds (each paper's recorded time a seed-run), so its ETA is honest
-    bar = tqdm(total=sum(expect.values()) * len(seed_ids), desc=f"reproduce {preset}", dynamic_ncols=True,
+    bar = tqdm(total=sum(expect[e.slug] * len(per_paper[e.slug]) for e in todo), desc=f"reproduce {preset}", dynamic_ncols=True,
                disable=(not sys.stderr.isatty()) if progress is None else not progress,
                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, ~{remaining} left")
-    bar.runs = [0, len(todo) * len(seed_ids)]  # seed-runs done, in all
+    bar.runs = [0, sum(len(per_paper[e.slug]) for e in todo)]  # seed-runs done, in all
     say = echo or (tqdm.write if not bar.disable else print)
     for e in skipped:
         say(f"SKIP {e.number:>2} {e.slug}: no claims for preset '{preset}'")
@@ -310,6 +313,7 @@ def reproduce(
     records: list[dict] = []
     for i, entry in enumerate(todo):
         bar.set_description_str(f"{entry.slug} (paper {i + 1}/{len(todo)}, seed-runs {bar.runs[0]}/{bar.runs[1]})")
+        seed_ids = per_paper[entry.slug]
         t0, share = time.perf_counter(), bar.n + expect[entry.slug] * len(seed_ids)
         try:
             summaries = _run_seeds(entry, preset, seed_ids, overrides, Path(out_root), jobs, resume, sha, bar,
@@ -326,7 +330,7 @@ def reproduce(
             say(f"ERROR {entry.number:>2} {entry.slug}: {e}")
             records.append({"paper": entry.slug, "number": entry.number, "preset": preset, "passed": False,
                             "error": str(e)})
-            bar.runs[0] = (i + 1) * len(seed_ids)
+            bar.runs[0] += len(seed_ids)
             bar.update(share - bar.n)  # its seed-runs will not come: the bar and its ETA move past them
             continue
         rec = _aggregate(entry, preset, summaries, overrides, time.perf_counter() - t0, root=record)
