@@ -2,16 +2,34 @@
 
 A paper's `train(cfg, run)` uses a `Run` like this::
 
-    state = run.restore() or {"epoch": 0, "model": model.state_dict()}   # resume if a checkpoint exists
+    state = run.restore() or {"epoch": 0, "batch": 0, "model": model.state_dict()}  # resume if a checkpoint exists
+    bar = run.progress(total=cfg.epochs * n_batches, initial=state["epoch"] * n_batches + state["batch"],
+                       unit="step")                                          # steps (or images), with an ETA
     for epoch in range(state["epoch"], cfg.epochs):
-        ...
+        for b in range(state["batch"] if epoch == state["epoch"] else 0, n_batches):
+            loss = ...
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)              # the quantity that moves
+            if run.due():                                                    # Ctrl-C, or checkpoint_seconds passed
+                run.checkpoint({"epoch": epoch, "batch": b + 1, "model": model.state_dict()})
         run.log({"train/loss": loss}, step=epoch)
-        run.checkpoint({"epoch": epoch + 1, "model": model.state_dict()})  # also the Ctrl-C stop point
+        run.checkpoint({"epoch": epoch + 1, "batch": 0, "model": model.state_dict()})  # also a Ctrl-C stop point
+    bar.close()
+
+`run.due()` is cheap (a clock read): call it once per inner step. It is True once Ctrl-C was pressed, or
+when `checkpoint_seconds` (default 60, `SEMINAL_CHECKPOINT_SECONDS`, `seminal run --checkpoint-seconds`)
+have passed since the last checkpoint, so a run stops within one step of a Ctrl-C whatever the machine's
+load, and a crash loses at most that much work. A mid-epoch state must hold everything the rest of the
+epoch needs (position in the epoch, the epoch's shuffling or its generator), so that resuming from it gives
+the numbers of an uninterrupted run. A resume of a run that stopped at its *last* checkpoint skips every
+loop: what follows the loops must not depend on loop variables.
 
 The first Ctrl-C asks the run to stop at the next `checkpoint` call (the state is saved, then the run
 raises `Interrupted`); a second Ctrl-C stops at once, keeping the previous checkpoint. The random state of
-`random`, NumPy's global generator and torch (CPU and CUDA) is saved with every checkpoint and restored on resume, so a
-resumed run ends with the same numbers as an uninterrupted one.
+`random`, NumPy's global generator and torch (CPU and CUDA) is saved with every checkpoint and restored on
+resume, so a resumed run ends with the same numbers as an uninterrupted one. `run.elapsed` is the training
+time of the run over all its sessions up to now (the time lost after an interrupted session's last
+checkpoint is not counted).
 """
 
 from __future__ import annotations
@@ -32,6 +50,25 @@ import torch
 from seminal.core.errors import Interrupted, SeminalError
 
 CHECKPOINT = "checkpoint.pt"
+DEFAULT_CHECKPOINT_SECONDS = 60.0
+
+
+def checkpoint_seconds_from_env() -> float:
+    """$SEMINAL_CHECKPOINT_SECONDS (a positive number of seconds), else 60."""
+    text = os.environ.get("SEMINAL_CHECKPOINT_SECONDS", "").strip()
+    if not text:
+        return DEFAULT_CHECKPOINT_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise SeminalError(f"SEMINAL_CHECKPOINT_SECONDS={text!r}: must be a positive number of seconds, e.g. 60")
+    return value
+
+
+def _quiet_from_env() -> bool:
+    return os.environ.get("SEMINAL_QUIET", "").strip().lower() in ("1", "true", "yes")
 
 
 def seed_everything(seed: int) -> None:
@@ -99,6 +136,7 @@ class Run:
         progress: bool | None = None,
         tensorboard: bool = True,
         stop_after_checkpoints: int | None = None,
+        checkpoint_seconds: float | None = None,
     ):
         self.dir = Path(directory)
         self.paper = paper
@@ -111,7 +149,15 @@ class Run:
         self._log_lines = 0
         self._stop_requested = False
         self._stop_after = stop_after_checkpoints  # tests: simulate a Ctrl-C after N checkpoints
-        self._checkpoints = 0
+        self.checkpoints = 0
+        """Checkpoints written in this session (tests count them to interrupt at the last one)."""
+        if checkpoint_seconds is not None and not checkpoint_seconds > 0:
+            raise SeminalError(f"--checkpoint-seconds {checkpoint_seconds:g}: must be a positive number of seconds")
+        self.checkpoint_seconds = checkpoint_seconds if checkpoint_seconds is not None else \
+            checkpoint_seconds_from_env()
+        """`due()` turns True this many seconds after the last checkpoint (or the start)."""
+        self._last_checkpoint = self._started = time.monotonic()
+        self._elapsed_before = 0.0  # training time of earlier sessions of a resumed run
         self._tb = None
         if tensorboard:
             try:
@@ -148,6 +194,20 @@ class Run:
             self._tb.close()
             self._tb = None
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds of training over every session of this run, up to now."""
+        return self._elapsed_before + time.monotonic() - self._started
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def due(self) -> bool:
+        """True when the loop should call `checkpoint` now: Ctrl-C was pressed, or `checkpoint_seconds` passed
+        since the last checkpoint. Cheap enough to call every step."""
+        return self._stop_requested or time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+
     # -- logging -----------------------------------------------------------------------------------
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Append namespaced scalars (`train/loss`, `eval/return`) at `step` to metrics.jsonl and TensorBoard."""
@@ -172,13 +232,23 @@ class Run:
                     values.append(row[key])
         return steps, values
 
-    def progress(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "") -> Any:
-        """A tqdm progress bar (hidden when output is not a terminal, or with --quiet)."""
+    def progress(self, iterable: Iterable | None = None, total: float | None = None, desc: str = "",
+                 unit: str = "it", initial: float = 0, **postfix: Any) -> Any:
+        """A tqdm progress bar with rate and ETA, hidden when output is not a terminal, with --quiet or
+        SEMINAL_QUIET=1.
+
+        Count what moves (`unit="step"`, `"img"`, `"env step"`), not epochs: pass `total` in those units,
+        `initial` where a resumed run starts, and call `bar.update(n)`; show the current loss or return with
+        `bar.set_postfix(loss=..., refresh=False)` (or give it here as keywords).
+        """
         from tqdm.auto import tqdm
 
-        disable = None if self._progress is None else not self._progress
-        return tqdm(iterable, total=total, desc=desc or self.paper, disable=disable, leave=False,
-                    dynamic_ncols=True)
+        disable = (True if _quiet_from_env() else None) if self._progress is None else not self._progress
+        bar = tqdm(iterable, total=total, desc=desc or self.paper, disable=disable, leave=False, dynamic_ncols=True,
+                   unit=unit, unit_scale=True, initial=initial, mininterval=0.5)
+        if postfix:
+            bar.set_postfix(postfix, refresh=False)
+        return bar
 
     @staticmethod
     def check_finite(value: float, step: int, what: str = "loss", hint: str = "lr") -> float:
@@ -204,20 +274,22 @@ class Run:
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Save `state` (tensors, NumPy arrays, numbers, strings, nested dicts/lists) with the RNG state.
 
-        Called at safe points (end of an epoch, every N updates). If Ctrl-C was pressed, the run stops
-        here, after saving, by raising `Interrupted`.
+        Called at safe points (end of an epoch, every N updates, and whenever `due()` says so). If Ctrl-C was
+        pressed, the run stops here, after saving, by raising `Interrupted`.
         """
         payload = {
             "state": _to_safe(state),
             "rng": _to_safe(_rng_state()),
             "log_lines": self._log_lines,
             "time": time.time(),
+            "elapsed": self.elapsed,
         }
         tmp = self.dir / (CHECKPOINT + ".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, self.dir / CHECKPOINT)
-        self._checkpoints += 1
-        if self._stop_after is not None and self._checkpoints >= self._stop_after:
+        self.checkpoints += 1
+        self._last_checkpoint = time.monotonic()
+        if self._stop_after is not None and self.checkpoints >= self._stop_after:
             self._stop_requested = True
         if self._stop_requested:
             self.close()
@@ -236,6 +308,8 @@ class Run:
             raise SeminalError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to start over") from e
         _set_rng_state(_from_safe(payload["rng"]))
         self._truncate_log(payload["log_lines"])
+        self._elapsed_before = float(payload.get("elapsed", 0.0))
+        self._started = self._last_checkpoint = time.monotonic()
         self.resumed = True
         return _from_safe(payload["state"])
 

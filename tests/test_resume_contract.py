@@ -1,0 +1,106 @@
+"""The resume contract, for every implemented paper: a run stopped at its last checkpoint (a Ctrl-C during its
+last epoch, or after its last update), or at its first, and resumed ends with the numbers of the uninterrupted
+run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from seminal import syllabus
+from seminal.core import runner
+from seminal.core.errors import Interrupted
+
+# Tiny runs (a few seconds each) that still pass through every checkpoint of each paper's train().
+_OFFPOLICY = ["total_steps=300", "start_steps=150", "batch_size=32", "hidden=16,16", "eval_every=150",
+              "eval_episodes=1", "checkpoint_every=100"]
+_DQN = ["total_steps=400", "learning_starts=100", "buffer_size=400", "batch_size=32", "gradient_steps=2",
+        "eval_every=200", "eval_episodes=1", "checkpoint_every=150", "target_update=20", "hidden=16,16"]
+TINY: dict[str, list[str]] = {
+    "backprop": ["xor_starts=4", "xor_sweeps=50", "encoder_starts=2", "encoder_sweeps=50", "mnist_train_limit=300",
+                 "mnist_epochs=2", "mnist_hidden=16"],
+    "lenet5": ["epochs=2", "train_limit=256", "test_limit=200", "evals_per_epoch=2"],
+    "weight-decay": ["mnist_train=100", "mnist_test=200", "hidden=16", "epochs=3", "eval_every=2", "lin_inputs=20",
+                     "lin_trials=10", "lin_points=7"],
+    "relu": ["hidden=16,16", "train_limit=256", "test_limit=200", "epochs=2", "batch=32", "log_every=2", "window=4",
+             "target_loss=2.0"],
+    "adam": ["train_limit=256", "batch_size=64", "logreg_epochs=2", "mlp_epochs=2", "ablation_epochs=1",
+             "mlp_hidden=16", "log_every=2", "logreg_lr_grid=1.0", "mlp_lr_grid=1.0"],
+    "dropout": ["hidden=24,24", "epochs=3", "train_limit=512", "batch_size=64", "eval_every=2"],
+    "dqn": _DQN,
+    "prioritized-replay": _DQN,
+    "a2c": ["total_steps=1200", "n_envs=4", "eval_every=600", "eval_episodes=1", "checkpoint_every=20",
+            "hidden=16,16"],
+    "gae": ["total_steps=1024", "lambdas=0,0.9,1", "n_envs=2", "vf_epochs=1", "hidden=16,16", "mech_states=4",
+            "mech_rollouts=8", "mech_fit_episodes=1", "mech_vf_steps=10"],
+    "trpo": ["total_steps=1024", "n_envs=4", "n_steps=64", "eval_every=512", "eval_episodes=1", "checkpoint_every=2",
+             "hidden=16,16", "cg_iters=3", "vf_epochs=1"],
+    "ppo": ["total_steps=1024", "n_envs=4", "n_steps=64", "epochs=2", "minibatch=128", "eval_every=512",
+            "eval_episodes=1", "checkpoint_every=2", "hidden=16,16"],
+    "ddpg": _OFFPOLICY + ["mc_episodes=1", "mc_states=20", "mc_horizon=20"],
+    "td3": _OFFPOLICY + ["mc_episodes=1", "mc_states=20", "mc_horizon=20", "compare=false"],
+    "sac": _OFFPOLICY,
+    "domain-randomization": ["total_steps=512", "eval_episodes=1", "randomize=length", "eval_scales_inside=0.5",
+                             "eval_scales_outside=4", "eval_obs_noise=0.04", "eval_delays=1",
+                             "ppo_overrides=n_steps=64,epochs=1"],
+}
+# Papers whose resume is not exact today, each with why; strict, so a fix turns the case red until it is removed.
+NOT_EXACT: dict[str, str] = {
+    "relu": "relu.train reads its loop variable `order` after the epoch loop: UnboundLocalError resumed at the end",
+}
+
+
+_WALL_CLOCK = re.compile(r"seconds|steps_per_s|per_second")  # timings differ run to run; every other metric must not
+
+
+def _numbers(summary: dict) -> dict:
+    return {k: v for k, v in summary["metrics"].items() if not _WALL_CLOCK.search(k)}
+
+
+def _params() -> list:
+    return [pytest.param(e.slug, id=e.slug, marks=[pytest.mark.xfail(strict=True, reason=NOT_EXACT[e.slug])]
+                         if e.slug in NOT_EXACT else []) for e in syllabus.implemented()]
+
+
+@pytest.fixture(autouse=True)
+def _fast(monkeypatch):
+    """Tiny nets: one torch thread is fastest, and robust to a machine loaded by other jobs; plots, half of a tiny
+    run's time, are drawn from the metrics compared here but not saved."""
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: None)
+    monkeypatch.setenv("SEMINAL_THREADS", "1")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_implemented_paper_has_tiny_overrides():
+    assert {e.slug for e in syllabus.implemented()} <= set(TINY), "add the new paper's tiny run to TINY"
+
+
+@pytest.mark.parametrize("slug", _params())
+def test_resume_from_a_checkpoint_matches_uninterrupted(slug, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMINAL_CHECKPOINT_SECONDS", "1e9")  # checkpoints by step only: the same count each run
+    runs = []
+
+    class CountingRun(runner.Run):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            runs.append(self)
+
+    monkeypatch.setattr(runner, "Run", CountingRun)
+    overrides = TINY[slug]
+    whole = runner.execute(slug, "quick", 1, overrides, tmp_path / "whole", progress=False)
+    last = runs[-1].checkpoints
+    assert last >= 1, f"{slug} never checkpoints"
+    for cut in sorted({last, 1}, reverse=True):  # Ctrl-C before the last checkpoint, then before the first
+        with pytest.raises(Interrupted) as stop:
+            runner.execute(slug, "quick", 1, overrides, tmp_path / f"cut{cut}", progress=False,
+                           stop_after_checkpoints=cut)
+        resumed = runner.execute(slug, resume_dir=stop.value.run_dir, progress=False)
+        assert resumed["resumed"] and resumed["seed"] == 1
+        assert _numbers(resumed) == _numbers(whole) and len(_numbers(whole)) >= 1, f"stopped at checkpoint {cut}"
+        assert [c["passed"] for c in resumed["claims"]] == [c["passed"] for c in whole["claims"]]
