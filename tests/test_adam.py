@@ -12,7 +12,6 @@ import torch
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, seed_everything
-from seminal.data import vision
 from seminal.papers.optimisation import adam
 
 
@@ -107,15 +106,15 @@ TINY = replace(adam.PRESETS["quick"], train_limit=0, batch_size=32, logreg_epoch
                mlp_hidden=16, log_every=2, logreg_lr_grid=(1.0, 10.0))
 
 
-def _run(tmp_path, name, seed=0, stop=None):
+def _run(tmp_path, name, seed=0, stop=None, **kw):
     seed_everything(seed)
     with Run(tmp_path / name, "adam", seed, TINY, progress=False, tensorboard=False,
-             stop_after_checkpoints=stop) as run:
+             stop_after_checkpoints=stop, **kw) as run:
         return adam.train(TINY, run)
 
 
 def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
+    monkeypatch.setattr(adam, "load_mnist", _tiny_mnist)
     first = _run(tmp_path, "a")
     assert all(math.isfinite(v) for v in first.values())
     assert {"logreg/adam_speedup_vs_sgd", "mlp/adam_speedup_vs_sgd", "ablation/loss_ratio_uncorrected"} <= set(first)
@@ -126,3 +125,73 @@ def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
         _run(tmp_path, "c", stop=1)  # stopped after epoch 1's checkpoint
     assert _run(tmp_path, "c") == first  # resumed: the same final metrics
     assert _run(tmp_path, "d", seed=1) != first
+
+
+def test_three_bias_corrected_steps_by_hand():
+    # Algorithm 1 unrolled by hand for t = 1, 2, 3 on one coordinate, gradients 0.5, -1, 2.
+    alpha, b1, b2, eps = 0.02, 0.8, 0.99, 1e-8
+    m, v = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    mh, vh = 0.0, 0.0
+    for t, g in enumerate([0.5, -1.0, 2.0], start=1):
+        step = adam.adam_update(torch.tensor([g], dtype=torch.float64), m, v, t, alpha, b1, b2, eps).item()
+        mh, vh = b1 * mh + (1 - b1) * g, b2 * vh + (1 - b2) * g * g
+        assert m.item() == pytest.approx(mh, rel=1e-12) and v.item() == pytest.approx(vh, rel=1e-12)
+        assert step == pytest.approx(alpha * (mh / (1 - b1**t)) / (math.sqrt(vh / (1 - b2**t)) + eps), rel=1e-12)
+    # t = 3 by the numbers: m3 = 0.8(0.8*0.1 - 0.2) + 0.4 = 0.304, v3 = 0.99(0.99*0.0025 + 0.01) + 0.04
+    assert mh == pytest.approx(0.304) and vh == pytest.approx(0.99 * (0.99 * 0.0025 + 0.01) + 0.04)
+
+
+def test_uncorrected_variant_two_steps_by_hand_and_through_the_optimizer():
+    alpha, b1, b2, eps = 0.1, 0.9, 0.9999, 1e-8
+    theta = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = adam.Adam([theta], alpha=alpha, beta1=b1, beta2=b2, eps=eps, bias_correction=False)
+    expected = [1.0, -2.0]
+    m, v = [0.0, 0.0], [0.0, 0.0]
+    for _ in range(2):
+        opt.zero_grad()
+        (theta**2).sum().backward()  # g = 2 theta
+        g = [2 * e for e in expected]
+        opt.step()
+        for i in range(2):
+            m[i] = b1 * m[i] + (1 - b1) * g[i]
+            v[i] = b2 * v[i] + (1 - b2) * g[i] ** 2
+            expected[i] -= alpha * m[i] / (math.sqrt(v[i]) + eps)  # no 1 - beta^t: the raw moments
+        torch.testing.assert_close(theta.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert opt.state[theta]["t"] == 2
+
+
+def test_dataset_key_picks_the_loader(monkeypatch):
+    def forbidden(split):
+        raise AssertionError("dataset=fashion-mnist must not read MNIST")
+
+    monkeypatch.setattr(adam, "load_mnist", forbidden)
+    monkeypatch.setattr(adam, "load_fashion_mnist", _tiny_mnist)
+    x, y = adam.images_flat("fashion-mnist", "train", 10)
+    assert x.shape == (10, 784) and torch.equal(y, torch.from_numpy(_tiny_mnist("train")[1][:10]))
+    assert float(x.max()) == 1.0 and float(x.min()) >= 0.0
+
+
+def test_ablation_pair_differs_only_in_the_bias_correction():
+    cfg = adam.PRESETS["quick"]
+    groups = {}
+    for name in ("adam_corrected", "adam_uncorrected"):
+        opt = adam.make_optimizer(name, [torch.zeros(2, requires_grad=True)], cfg)
+        groups[name] = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+        assert isinstance(opt, adam.Adam) and groups[name]["beta2"] == cfg.ablation_beta2
+        assert groups[name]["alpha"] == cfg.ablation_alpha
+    assert groups["adam_corrected"]["bias_correction"] is True
+    assert groups["adam_uncorrected"]["bias_correction"] is False
+    assert {k for k in groups["adam_corrected"] if groups["adam_corrected"][k] != groups["adam_uncorrected"].get(k)} \
+        == {"bias_correction"}
+
+
+def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(adam, "load_mnist", _tiny_mnist)
+    first = _run(tmp_path, "a")  # 6 minibatches an epoch; 17 arms
+    with pytest.raises(Interrupted):  # due() after every batch: the 8th checkpoint is the 2nd arm's 3rd batch
+        _run(tmp_path, "b", stop=8, checkpoint_seconds=1e-9)
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["arm"], state["batch"]) == (0, 1, 3)
+    assert _run(tmp_path, "b") == first
+    log = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
+    assert log[0] == log[1]

@@ -71,3 +71,127 @@ def test_toy_experiments_run_and_report_rates():
     assert (curve[-1] <= curve[0] + 1e-9).mean() > 0.5  # error falls for most starts
     correct, code_rate, _, _, code = bp.encoder_experiment(cfg, np.random.default_rng(0))
     assert code.shape == (8, 3) and 0 <= code_rate <= correct <= 1
+
+
+# ---- one whole update step against an independent computation ----------------------------------------
+def _torch_params(p):
+    import torch
+
+    return {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in p.items()}
+
+
+def _torch_forward(tp, x, hidden, output):
+    import torch
+
+    act = torch.sigmoid if hidden == "sigmoid" else torch.tanh
+    y1 = act(x @ tp["W1"] + tp["b1"])
+    x2 = y1 @ tp["W2"] + tp["b2"]
+    return torch.sigmoid(x2) if output == "sigmoid" else torch.softmax(x2, dim=-1)
+
+
+def test_full_batch_sweeps_with_momentum_equal_autograd_and_torch_sgd():
+    # Eq. (3)'s E, differentiated by autograd, stepped by torch.optim.SGD (v = a v + g, w -= eps v, the same
+    # recursion as Eq. 9 at a constant eps), against `train_full_batch`'s hand-written Eqs. (4)-(9).
+    import torch
+
+    rng = np.random.default_rng(3)
+    p = bp.init_params(rng, (2, 2, 1), 1.0)
+    tp = _torch_params(p)
+    opt = torch.optim.SGD(tp.values(), lr=0.5, momentum=0.9)
+    x, d = torch.tensor(bp.XOR_X), torch.tensor(bp.XOR_D)
+    for _ in range(5):
+        opt.zero_grad()
+        E = 0.5 * ((_torch_forward(tp, x, "sigmoid", "sigmoid") - d) ** 2).sum(-1).mean()
+        E.backward()
+        opt.step()
+    bp.train_full_batch(p, bp.XOR_X, bp.XOR_D, sweeps=5, lr=0.5, momentum=0.9)
+    for k in p:
+        np.testing.assert_allclose(p[k], tp[k].detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert not np.allclose(p["W1"], bp.init_params(np.random.default_rng(3), (2, 2, 1), 1.0)["W1"])
+
+
+def test_softmax_minibatch_steps_equal_autograd_cross_entropy():
+    # The MNIST experiment's step: tanh hidden layer, softmax + cross-entropy, minibatches, momentum.
+    import torch
+
+    rng = np.random.default_rng(4)
+    p = bp.init_params(rng, (6, 5, 4), 0.5)
+    tp = _torch_params(p)
+    opt = torch.optim.SGD(tp.values(), lr=0.3, momentum=0.8)
+    v = {k: np.zeros_like(a) for k, a in p.items()}
+    x = rng.normal(size=(9, 6))
+    labels = rng.integers(0, 4, 9)
+    for idx in (np.arange(0, 4), np.arange(4, 9), np.arange(2, 7)):
+        d = np.eye(4)[labels[idx]]
+        bp.sgd_step(p, bp.backward(p, bp.forward(p, x[idx], "tanh", "softmax"), d, "tanh", "softmax"), v, 0.3, 0.8)
+        opt.zero_grad()
+        logits = torch.tanh(torch.tensor(x[idx]) @ tp["W1"] + tp["b1"]) @ tp["W2"] + tp["b2"]
+        torch.nn.functional.cross_entropy(logits, torch.tensor(labels[idx])).backward()
+        opt.step()
+    for k in p:
+        np.testing.assert_allclose(p[k], tp[k].detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_batched_k_net_training_equals_one_net_at_a_time():
+    stacked = bp.init_params(np.random.default_rng(5), (8, 3, 8), 1.0, nets=4)
+    singles = [{k: v[i].copy() for k, v in stacked.items()} for i in range(4)]
+    eye = np.eye(8)
+    curve = bp.train_full_batch(stacked, eye, eye, sweeps=60, lr=0.5, momentum=0.9)
+    for i, single in enumerate(singles):
+        single_curve = bp.train_full_batch(single, eye, eye, sweeps=60, lr=0.5, momentum=0.9)
+        for k in single:
+            np.testing.assert_allclose(stacked[k][i], single[k], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.stack(curve)[:, i], np.array(single_curve), rtol=1e-12)
+
+
+def test_loss_is_equation_three_by_hand():
+    y = np.array([[0.2, 0.9], [0.6, 0.1]])
+    d = np.array([[0.0, 1.0], [1.0, 0.0]])
+    # pattern 1: 0.04 + 0.01; pattern 2: 0.16 + 0.01; half of each, mean over the two patterns
+    assert float(bp.loss(y, d, "sigmoid")) == pytest.approx((0.5 * 0.05 + 0.5 * 0.17) / 2)
+
+
+def _fake_images(split):
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    y = rng.integers(0, 10, 40)
+    x = rng.integers(0, 30, (40, 28, 28)).astype(np.uint8)
+    x[np.arange(40), y] = 255
+    return x, y
+
+
+def test_dataset_key_picks_the_loader(tmp_path, monkeypatch):
+    from seminal.core.run import Run
+
+    def forbidden(split):
+        raise AssertionError("dataset=fashion-mnist must not read MNIST")
+
+    monkeypatch.setattr(bp, "load_mnist", forbidden)
+    monkeypatch.setattr(bp, "load_fashion_mnist", _fake_images)
+    cfg = dataclasses.replace(bp.Config(), dataset="fashion-mnist", mnist_hidden=8, mnist_epochs=1, mnist_batch=20)
+    with Run(tmp_path / "f", "backprop", 0, cfg, progress=False, tensorboard=False) as run:
+        out = bp.mnist_experiment(cfg, run)
+    assert 0.0 <= out["mnist/test_acc"] <= 1.0
+    with pytest.raises(AssertionError, match="must not read MNIST"):
+        bp.load_images("mnist", "train")
+
+
+def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    from seminal.core.errors import Interrupted
+    from seminal.core.run import Run
+
+    monkeypatch.setattr(bp, "load_mnist", _fake_images)
+    cfg = dataclasses.replace(bp.Config(), mnist_hidden=8, mnist_epochs=2, mnist_batch=8)  # 5 batches an epoch
+
+    def run_(name, **kw):
+        with Run(tmp_path / name, "backprop", 0, cfg, progress=False, tensorboard=False, **kw) as run:
+            return bp.mnist_experiment(cfg, run)
+
+    full = run_("a")
+    with pytest.raises(Interrupted):  # due() is True after every batch: stop at the 3rd, mid-epoch 0
+        run_("b", checkpoint_seconds=1e-9, stop_after_checkpoints=3)
+    import torch
+
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state"]["batch"] == 3
+    assert run_("b") == full
+    log = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
+    assert log[0] == log[1] and "mnist/train_loss" in log[0]  # the epoch's partial sums came back too

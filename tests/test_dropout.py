@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, seed_everything
-from seminal.data import vision
 from seminal.papers.optimisation import dropout
 
 
@@ -111,7 +110,7 @@ def _run(tmp_path, name, seed=0, stop=None):
 
 
 def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
+    monkeypatch.setattr(dropout, "load_mnist", _tiny_mnist)
     first = _run(tmp_path, "a")
     assert all(math.isfinite(v) for v in first.values())
     assert {"dropout/test_error_reduction", "dropout/gap_reduction"} <= set(first)
@@ -124,7 +123,85 @@ def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
 
 
 def test_bad_retain_probability_is_a_clear_error():
+    from seminal.core.config import check_ranges
     from seminal.core.errors import SeminalError
 
-    with pytest.raises(SeminalError, match="retain"):
-        replace(TINY, p_hidden=0.0).validate()
+    with pytest.raises(SeminalError, match="p_hidden"):
+        check_ranges(replace(TINY, p_hidden=0.0))
+    for preset in dropout.PRESETS.values():
+        check_ranges(preset)
+
+
+# ---- one whole update step against a naive re-derivation ------------------------------------------------
+def test_sgd_steps_with_dropout_equal_explicit_masks_and_autograd():
+    torch.manual_seed(3)
+    net = dropout.DropoutMLP((10, 6), 0.8, 0.5).double()
+    ps = [0.8, 0.5, 0.5]
+    net.set_generator(torch.Generator().manual_seed(11))
+    opt = dropout.SGD(net.parameters(), 0.1, momentum=0.9)
+    linears = list(net.layers) + [net.out]
+    W = [lin.weight.detach().clone().requires_grad_(True) for lin in linears]
+    b = [lin.bias.detach().clone().requires_grad_(True) for lin in linears]
+    vel = [torch.zeros_like(t) for t in W + b]
+    masks = torch.Generator().manual_seed(11)  # the same stream: input mask, then each hidden layer's
+    g = torch.Generator().manual_seed(12)
+    for _ in range(2):
+        x = torch.rand(5, 784, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 10, (5,), generator=g)
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        h = x
+        for i in range(3):  # r ~ Bernoulli(p); y~ = r * y / p; z = W y~ + b (§4, inverted)
+            r = (torch.rand(h.shape, generator=masks) < ps[i]).double()
+            h = (h * r / ps[i]) @ W[i].T + b[i]
+            h = torch.relu(h) if i < 2 else h
+        naive = F.cross_entropy(h, y)
+        assert naive.item() == pytest.approx(loss.item(), rel=1e-12)
+        grads = torch.autograd.grad(naive, W + b)
+        with torch.no_grad():
+            for t, v, gr in zip(W + b, vel, grads):
+                v.mul_(0.9).add_(gr)
+                t.sub_(0.1 * v)
+    for lin, w_, b_ in zip(linears, W, b):
+        torch.testing.assert_close(lin.weight.detach(), w_.detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(lin.bias.detach(), b_.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_dataset_key_picks_the_loader(monkeypatch):
+    def forbidden(split):
+        raise AssertionError("dataset=fashion-mnist must not read MNIST")
+
+    monkeypatch.setattr(dropout, "load_mnist", forbidden)
+    monkeypatch.setattr(dropout, "load_fashion_mnist", _tiny_mnist)
+    x, y = dropout.images_flat("fashion-mnist", "test", 0)
+    assert x.shape == (64, 784) and torch.equal(y, torch.from_numpy(_tiny_mnist("test")[1]))
+
+
+def test_the_two_nets_differ_only_in_their_retain_probabilities():
+    torch.manual_seed(0)
+    nets = dropout.paired_nets(replace(TINY, hidden=(7, 5), p_input=0.8, p_hidden=0.5))
+    assert [d.p for d in nets["plain"].drops] == [1.0, 1.0, 1.0]
+    assert [d.p for d in nets["dropout"].drops] == [0.8, 0.5, 0.5]  # input, then each hidden layer
+    for p, q in zip(nets["plain"].parameters(), nets["dropout"].parameters()):
+        assert torch.equal(p, q) and p is not q
+
+
+def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(dropout, "load_mnist", _tiny_mnist)
+    full = _run(tmp_path, "a")
+
+    def interrupted():
+        seed_everything(0)
+        with Run(tmp_path / "b", "dropout", 0, TINY, progress=False, tensorboard=False, checkpoint_seconds=1e-9,
+                 stop_after_checkpoints=7) as run:  # due() after every batch: the 7th is the dropout net's 3rd
+            return dropout.train(TINY, run)
+
+    with pytest.raises(Interrupted):
+        interrupted()
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["arm"], state["batch"]) == (0, 1, 3)
+    assert _run(tmp_path, "b") == full
+    log = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
+    assert log[0] == log[1] and "plain/train_loss" in log[0]

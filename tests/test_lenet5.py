@@ -167,3 +167,100 @@ def test_smoke_run_and_exact_resume(tmp_path, one_thread):
     (interrupted,) = (tmp_path / "b" / "lenet5").iterdir()
     resumed = execute("lenet5", resume_dir=interrupted, progress=False)
     assert resumed["metrics"] == full["metrics"] and run_dir != resumed["run_dir"]
+
+
+# ---- one whole update step of Eq. (9) against a naive re-derivation ------------------------------------
+def _naive_penalties(prm, x, codes):
+    """LeNet-5 written from §II-B without the module's helpers: Table I typed above, 2x2 sums by slicing,
+    RBF distances one code at a time."""
+
+    def f(a):
+        return 1.7159 * torch.tanh(2.0 / 3.0 * a)  # Eq. (6)
+
+    def sub(h, coef, bias):
+        s = h[..., ::2, ::2] + h[..., 1::2, ::2] + h[..., ::2, 1::2] + h[..., 1::2, 1::2]
+        return s * coef[None, :, None, None] + bias[None, :, None, None]
+
+    c1 = f(F.conv2d(x, prm["c1.weight"], prm["c1.bias"]))
+    s2 = f(sub(c1, prm["s2_coef"], prm["s2_bias"]))
+    c3_maps = []
+    for o, col in enumerate(zip(*TABLE_I)):
+        acc = prm["c3.bias"][o]
+        for i, c in enumerate(col):
+            if c == "X":
+                acc = acc + F.conv2d(s2[:, i : i + 1], prm["c3.weight"][o : o + 1, i : i + 1])[:, 0]
+        c3_maps.append(acc)
+    c3 = f(torch.stack(c3_maps, 1))
+    s4 = f(sub(c3, prm["s4_coef"], prm["s4_bias"]))
+    c5 = f(F.conv2d(s4, prm["c5.weight"], prm["c5.bias"]).flatten(1))
+    f6 = f(c5 @ prm["f6.weight"].T + prm["f6.bias"])
+    return torch.stack([((f6 - codes[i]) ** 2).sum(1) for i in range(10)], 1)  # Eq. (7)
+
+
+def test_one_sgd_step_of_equation_nine_equals_a_naive_recomputation():
+    torch.manual_seed(0)
+    codes = L.rbf_codes("bitmap").double()
+    net = L.LeNet5(codes).double()
+    prm = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 1, 32, 32, generator=g, dtype=torch.float64)
+    target = torch.tensor([3, 0, 7])
+    lr, j = 0.01, 10.0
+    y = _naive_penalties(prm, x, codes)
+    yd = y.detach().tolist()
+    per_pattern = [yd[p][target[p]] + math.log(math.exp(-j) + sum(math.exp(-v) for v in yd[p])) for p in range(3)]
+    E = sum(y[p, target[p]] + torch.log(math.exp(-j) + torch.exp(-y[p]).sum()) for p in range(3)) / 3  # Eq. (9)
+    grads = dict(zip(prm, torch.autograd.grad(E, list(prm.values()))))
+    loss, penalties = L.sgd_step(net, x, target, lr, j)
+    torch.testing.assert_close(penalties, y.detach())
+    assert loss.item() == pytest.approx(sum(per_pattern) / 3, rel=1e-10)
+    after = dict(net.named_parameters())
+    for k in prm:
+        torch.testing.assert_close(after[k].detach(), prm[k].detach() - lr * grads[k], rtol=1e-9, atol=1e-12)
+    assert any((grads[k].abs() > 0).any() for k in ("s2_coef", "c3.weight", "c1.weight"))  # the step reached C1
+
+
+def test_dataset_key_picks_the_loader(tmp_path, monkeypatch, one_thread):
+    from seminal.core.run import Run
+
+    def fake(split):
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        return rng.integers(0, 255, (24, 28, 28)).astype(np.uint8), rng.integers(0, 10, 24)
+
+    def forbidden(split):
+        raise AssertionError("dataset=fashion-mnist must not read MNIST")
+
+    monkeypatch.setattr(L, "load_mnist", forbidden)
+    monkeypatch.setattr(L, "load_fashion_mnist", fake)
+    import dataclasses
+
+    cfg = dataclasses.replace(L.PRESETS["quick"], dataset="fashion-mnist", epochs=1, train_limit=16, evals_per_epoch=1)
+    with Run(tmp_path / "f", "lenet5", 0, cfg, progress=False, tensorboard=False) as run:
+        out = L.train(cfg, run)
+    assert 0.0 <= out["test/error"] <= 1.0
+
+
+def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, one_thread):
+    import dataclasses
+
+    from seminal.core.run import Run
+
+    def fake(split):
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        return rng.integers(0, 255, (40, 28, 28)).astype(np.uint8), rng.integers(0, 10, 40)
+
+    monkeypatch.setattr(L, "load_mnist", fake)
+    cfg = dataclasses.replace(L.PRESETS["quick"], epochs=2, train_limit=0, batch_size=8, evals_per_epoch=2)
+
+    def run_(name, **kw):
+        torch.manual_seed(0)
+        with Run(tmp_path / name, "lenet5", 0, cfg, progress=False, tensorboard=False, **kw) as run:
+            return L.train(cfg, run)
+
+    full = run_("a")
+    with pytest.raises(Interrupted):  # due() after every batch: stop at the 4th checkpoint, inside epoch 0
+        run_("b", checkpoint_seconds=1e-9, stop_after_checkpoints=4)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state"]["batch"] == 4
+    assert run_("b") == full
+    log = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
+    assert log[0] == log[1] and "train/loss" in log[0]

@@ -190,3 +190,88 @@ def test_smoke_determinism_and_resume(tmp_path):
     assert _run(tmp_path, "c") == m1
     rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert rows == [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---- whole update steps against independent computations ------------------------------------------------
+def test_annealed_decay_steps_equal_torch_sgd_with_the_hand_schedule():
+    # Eq. (2) with momentum and the linear anneal lr_k = lr (1 - k / total): torch.optim.SGD, its lr set by
+    # hand before each step, weight_decay on the weight matrices only.
+    cfg = replace(wd.PRESETS["quick"], hidden=16, anneal=True, epochs=2, lr=0.2)
+    lam = 0.05
+    x, y, order = _batches(n=96, seed=4)
+    torch.manual_seed(4)
+    ours, ref = wd.MLP(16), wd.MLP(16)
+    ref.load_state_dict(ours.state_dict())
+    velocity = [torch.zeros_like(p) for p in ours.parameters()]
+    opt = torch.optim.SGD([{"params": [ref.fc1.weight, ref.fc2.weight], "weight_decay": lam},
+                           {"params": [ref.fc1.bias, ref.fc2.bias], "weight_decay": 0.0}], lr=cfg.lr, momentum=0.9)
+    total = cfg.epochs * len(order)
+    for epoch in range(cfg.epochs):
+        wd.train_epoch(ours, velocity, x, y, cfg, lam, order, epoch)
+        for k, idx in enumerate(order):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * (1 - (epoch * len(order) + k) / total)
+            opt.zero_grad()
+            nn.functional.cross_entropy(ref(x[idx]), y[idx]).backward()
+            opt.step()
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_first_step_by_hand_decays_weights_not_biases():
+    cfg = replace(wd.PRESETS["quick"], hidden=8, anneal=False, lr=0.1)
+    lam = 0.3
+    x, y, order = _batches(n=32, seed=5)
+    torch.manual_seed(5)
+    model = wd.MLP(8)
+    before = [p.detach().clone() for p in model.parameters()]
+    copy_ = wd.MLP(8)
+    copy_.load_state_dict(model.state_dict())
+    nn.functional.cross_entropy(copy_(x[order[0]]), y[order[0]]).backward()
+    wd.train_epoch(model, [torch.zeros_like(p) for p in model.parameters()], x, y, cfg, lam, order[:1])
+    names = [n for n, _ in model.named_parameters()]
+    for name, p0, p1, q in zip(names, before, model.parameters(), copy_.parameters()):
+        decay = lam * p0 if name.endswith("weight") else 0.0  # Eq. (2): -lambda w on weights only
+        torch.testing.assert_close(p1.detach(), p0 - 0.1 * (q.grad + decay))
+
+
+def test_ridge_equals_an_explicit_solve_built_from_the_definition():
+    rng = np.random.default_rng(6)
+    u, xi, zeta = wd.linear_task(rng, 6, 9, 0.2, 1.5, 3)
+    lams = np.array([0.0, 0.07, 1.3])
+    path = wd.ridge_path(xi, zeta, lams)
+    for t in range(3):
+        A = sum(np.outer(xi[t, mu], xi[t, mu]) for mu in range(9)) / 6  # (1/N) sum xi xi^T
+        b = sum(zeta[t, mu] * xi[t, mu] for mu in range(9)) / np.sqrt(6)  # (1/sqrt N) sum zeta xi
+        for i, lam in enumerate(lams):
+            w = np.linalg.solve(A + lam * np.eye(6), b)
+            np.testing.assert_allclose(wd.ridge_solution(xi, zeta, lam)[t], w, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(path[i, t], w, rtol=1e-8, atol=1e-10)
+    assert not np.allclose(path[0], path[2])  # lambda does shrink the solution
+
+
+def test_dataset_key_picks_the_loader(monkeypatch):
+    def fake(split):
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        return rng.integers(0, 255, (30, 28, 28)).astype(np.uint8), rng.integers(0, 10, 30)
+
+    def forbidden(split):
+        raise AssertionError("dataset=fashion-mnist must not read MNIST")
+
+    monkeypatch.setattr(wd, "load_mnist", forbidden)
+    monkeypatch.setattr(wd, "load_fashion_mnist", fake)
+    cfg = replace(TINY, dataset="fashion-mnist", mnist_train=20, mnist_test=10)
+    xtr, ytr, xte, yte = wd._mnist_tensors(cfg, torch.device("cpu"))
+    assert xtr.shape == (20, 784) and xte.shape == (10, 784)
+    np.testing.assert_allclose(xte.numpy(), fake("test")[0][:10].reshape(10, -1) / 255.0, rtol=1e-6)
+
+
+def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path):
+    m1 = _run(tmp_path, "a")  # 2 minibatches an epoch for each arm; epoch 1 is an evaluation epoch
+    with pytest.raises(Interrupted):  # due() after every batch: the 5th checkpoint is epoch 1, decay arm, batch 1
+        _run(tmp_path, "b", checkpoint_seconds=1e-9, stop_after_checkpoints=5)
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["arm"], state["batch"]) == (1, 1, 1) and "plain/test_error" in state["row"]
+    assert _run(tmp_path, "b") == m1
+    rows = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
+    assert rows[0] == rows[1]

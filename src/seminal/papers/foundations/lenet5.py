@@ -30,7 +30,7 @@ Deviations (numbered as in docs/papers/02-lenet5.md):
   3. Loss: Eq. (9) as written; the paper does not print its constant j, we use j = `map_j` = 10.
   4. Init: U(-2.4/F_i, 2.4/F_i) for weights *and* biases; in C3, F_i counts only the connected inputs.
   5. Input: the paper's levels (-0.1 paper, 1.175 ink), mapped linearly from MNIST's 0..255 grey levels.
-  6. Quick preset: one pass over the first 20,000 training images, not 20 passes over 60,000.
+  6. Quick preset: one pass over the first 30,000 training images, not 20 passes over 60,000.
   7. C3 runs as a dense 6->16 convolution on masked kernels: Table I's function, not its FLOPs.
 """
 
@@ -45,45 +45,50 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seminal.core.claims import Claim
+from seminal.core.config import NonNegInt, PosFloat, PosInt
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_mnist
+from seminal.data import load_fashion_mnist, load_mnist
 
 
 @dataclass(frozen=True)
 class Config:
-    epochs: int = 20
+    epochs: PosInt = 20
     """Passes through the training set (the paper: 20)."""
-    batch_size: int = 16
+    batch_size: PosInt = 16
     """Minibatch size (the paper updated after every pattern; deviation 1)."""
-    lr: float = 0.005
+    lr: PosFloat = 0.005
     """SGD learning rate for passes 0-1; later passes scale it like the paper's eta (`lr_schedule`)."""
-    map_j: float = 10.0
+    map_j: PosFloat = 10.0
     """The constant j of Eq. (9): wrong-class penalties above ~j are no longer pushed up (deviation 3)."""
     codes: Literal["bitmap", "random"] = "bitmap"
     """RBF target codes: hand-drawn 7x12 digit bitmaps or fixed random +-1 vectors (deviation 2)."""
-    train_limit: int = 0
+    train_limit: NonNegInt = 0
     """Use only the first N training images (0: all 60,000)."""
-    test_limit: int = 0
+    test_limit: NonNegInt = 0
     """Use only the first N test images (0: all 10,000); for smoke tests."""
-    evals_per_epoch: int = 1
+    evals_per_epoch: PosInt = 1
     """Test-set evaluations per pass (the learning curve's resolution)."""
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    """Images: MNIST (the paper's, and the claims') or Fashion-MNIST (same 28x28 grey format)."""
 
 
 PRESETS = {
-    "quick": Config(epochs=1, train_limit=20_000, evals_per_epoch=4),
+    "quick": Config(epochs=1, train_limit=30_000, evals_per_epoch=3),
     "full": Config(),
 }
 
 CLAIMS = {
     "quick": [
         Claim(
-            "A third of one pass (20k digits) already beats a fully trained linear classifier",
+            "Half of one pass (30k digits) already beats a fully trained 2-layer MLP, on every seed",
             "test/error",
             "<=",
-            0.12,
-            "linear classifier: 12.0% test error",
+            0.047,
+            "2-layer NN, 300 hidden units: 4.7% test error (linear classifier 12.0%, LeNet-5 0.95%)",
             "Fig. 9",
+            aggregate="all",
+            bar="paper",
         ),
     ],
     "full": [
@@ -94,6 +99,7 @@ CLAIMS = {
             0.011,
             "0.95% test error",
             "§III-C, Fig. 5 and Fig. 9",
+            bar="paper",
         ),
     ],
 }
@@ -258,10 +264,27 @@ def error_rate(net: LeNet5, x: Tensor, y: Tensor, batch: int = 500) -> float:
 
 
 # ---- training ----------------------------------------------------------------------------------------
+def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
+    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
+
+
+def sgd_step(net: LeNet5, x: Tensor, target: Tensor, lr: float, j: float) -> tuple[Tensor, Tensor]:
+    """One update on Eq. (9)'s loss: W <- W - lr dE/dW for every trainable weight. Returns (loss, penalties)."""
+    y = net(x)  # (B, 10) RBF penalties
+    loss = map_loss(y, target, j)  # Eq. (9)
+    net.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= lr * p.grad  # §I-D: W <- W - lr dE/dW (the paper: a rate per weight, App. C)
+    return loss.detach(), y.detach()
+
+
 def train(cfg: Config, run: Run) -> dict[str, float]:
     dev = run.device
-    xtr, ytr = load_mnist("train")
-    xte, yte = load_mnist("test")
+    xtr, ytr = load_images(cfg.dataset, "train")
+    xte, yte = load_images(cfg.dataset, "test")
     if cfg.train_limit:
         xtr, ytr = xtr[: cfg.train_limit], ytr[: cfg.train_limit]
     if cfg.test_limit:
@@ -274,6 +297,7 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
     if state is not None:
         net.load_state_dict(state["net"])
     start = 0 if state is None else state["epoch"]
+    skip = 0 if state is None else state.get("batch", 0)  # a mid-epoch checkpoint resumes at its next batch
 
     steps_per_epoch = -(-len(xtr) // cfg.batch_size)
     eval_at = {round(k * steps_per_epoch / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
@@ -281,17 +305,15 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
         order = epoch_rng(run.seed, epoch).permutation(len(xtr))
         lr = lr_schedule(epoch, cfg.lr)  # §III-C (deviation 1)
         total, wrong, count = torch.zeros((), device=dev), torch.zeros((), device=dev), 0
+        if epoch == start and skip:  # the partial sums since the last log, as they were at the checkpoint
+            total, wrong, count = state["total"].to(dev), state["wrong"].to(dev), state["count"]
         for step, idx in enumerate(batches(len(xtr), cfg.batch_size), 1):
+            if epoch == start and step <= skip:
+                continue  # done before the checkpoint (the epoch's order depends only on seed and epoch)
             idx = order[idx]
             idx_t = torch.from_numpy(idx).to(dev)
-            y = net(xtr[idx_t])  # (B, 10) RBF penalties
-            loss = map_loss(y, ytr[idx_t], cfg.map_j)  # Eq. (9)
-            net.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                for p in net.parameters():
-                    p -= lr * p.grad  # §I-D: W <- W - lr dE/dW (the paper: a rate per weight, App. C)
-            total += loss.detach() * len(idx)  # kept on the device: no sync per step
+            loss, y = sgd_step(net, xtr[idx_t], ytr[idx_t], lr, cfg.map_j)  # Eq. (9), one SGD step
+            total += loss * len(idx)  # kept on the device: no sync per step
             wrong += (y.argmin(1) != ytr[idx_t]).sum()
             count += len(idx)
             if step in eval_at:
@@ -307,6 +329,9 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
                     step=seen,
                 )  # step: images seen
                 total, wrong, count = torch.zeros((), device=dev), torch.zeros((), device=dev), 0
+            if run.due() and step < steps_per_epoch:  # Ctrl-C or checkpoint_seconds: a mid-epoch checkpoint
+                run.checkpoint({"epoch": epoch, "batch": step, "net": net.state_dict(), "total": total.cpu(),
+                                "wrong": wrong.cpu(), "count": count})
         run.log({"train/lr": lr}, step=(epoch + 1) * len(xtr))
         run.checkpoint({"epoch": epoch + 1, "net": net.state_dict()})
 

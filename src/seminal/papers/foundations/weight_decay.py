@@ -28,68 +28,71 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from seminal.core.claims import Claim
+from seminal.core.config import NonNegFloat, PosFloat, PosInt, Prob, Range
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_mnist
+from seminal.data import load_fashion_mnist, load_mnist
+
+Momentum = Annotated[float, Range(ge=0, lt=1)]
 
 
 @dataclass(frozen=True)
 class Config:
-    decay: float = 1e-2
+    decay: NonNegFloat = 1e-2
     """Weight decay lambda for the MNIST net (Eq. 1, on the mean cross-entropy per image; weights only)."""
-    mnist_train: int = 1000
+    mnist_train: PosInt = 1000
     """Training images: the first N of MNIST's 60,000 (small, so the net over-fits)."""
-    label_noise: float = 0.2
+    label_noise: Prob = 0.2
     """Fraction of training labels replaced by uniformly random ones: the paper's static target noise (§4)."""
-    mnist_test: int = 10000
+    mnist_test: PosInt = 10000
     """Test images used for the test error (the first N of 10,000)."""
-    hidden: int = 256
+    hidden: PosInt = 256
     """Hidden units H of the 784-H-10 tanh net."""
-    epochs: int = 60
+    epochs: PosInt = 60
     """Passes through the training images ("trained long": far past zero training error)."""
-    batch: int = 50
+    batch: PosInt = 50
     """Minibatch size."""
-    lr: float = 0.05
+    lr: PosFloat = 0.05
     """Learning rate (SGD with momentum)."""
-    momentum: float = 0.9
+    momentum: Momentum = 0.9
     """Momentum coefficient."""
     anneal: bool = True
     """Lower the learning rate linearly to 0 over training, so each arm ends near a minimum of its E (Eq. 1)
     instead of at a noisy SGD iterate."""
-    eval_every: int = 5
+    eval_every: PosInt = 5
     """Evaluate train and test error every this many epochs (and at the last)."""
-    lin_inputs: int = 100
+    lin_inputs: PosInt = 100
     """Linear experiment: inputs N of the student and teacher."""
-    lin_alpha: float = 1.5
+    lin_alpha: PosFloat = 1.5
     """Linear experiment: examples per input, alpha = p / N (the paper's load parameter)."""
-    lin_noise: float = 0.5
+    lin_noise: NonNegFloat = 0.5
     """Linear experiment: variance sigma^2 of the Gaussian noise on the targets."""
-    lin_teacher_var: float = 1.0
+    lin_teacher_var: PosFloat = 1.0
     """Linear experiment: variance s^2 of the teacher's weights u_i (the paper takes |u|^2 = N, s^2 = 1)."""
-    lin_trials: int = 200
+    lin_trials: PosInt = 200
     """Linear experiment: random teachers + data sets averaged per lambda."""
-    lin_lambda_min: float = 1e-3
+    lin_lambda_min: PosFloat = 1e-3
     """Smallest lambda of the log-spaced sweep (lambda = 0 is always measured too)."""
-    lin_lambda_max: float = 1e2
+    lin_lambda_max: PosFloat = 1e2
     """Largest lambda of the sweep."""
-    lin_points: int = 21
+    lin_points: Annotated[int, Range(ge=3)] = 21
     """Number of lambdas in the sweep (21 over 5 decades: a quarter-decade grid)."""
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    """Images of experiment A: MNIST (the claims') or Fashion-MNIST (same 28x28 grey format)."""
 
     def validate(self) -> None:
-        if self.decay < 0 or self.lin_noise < 0 or self.lin_teacher_var <= 0:
-            raise SeminalError("decay and lin_noise must be >= 0 and lin_teacher_var > 0")
-        if not 0 <= self.label_noise <= 1:
-            raise SeminalError(f"label_noise={self.label_noise}: a fraction, between 0 and 1")
-        if not 0 < self.lin_lambda_min < self.lin_lambda_max or self.lin_points < 3:
-            raise SeminalError("need 0 < lin_lambda_min < lin_lambda_max and lin_points >= 3")
+        if not self.lin_lambda_min < self.lin_lambda_max:
+            raise SeminalError("need lin_lambda_min < lin_lambda_max (the sweep runs from min to max)")
 
 
 PRESETS = {
@@ -98,16 +101,31 @@ PRESETS = {
 }
 
 _CLAIMS = [
-    Claim("MNIST, 1,000 images: decay lowers the test error", "mnist/test_error_reduction", ">", 0.0,
-          "decay improves generalization", "Krogh & Hertz 1991, abstract; NetTalk simulations"),
-    Claim("MNIST, 1,000 images: decay shrinks the train-test gap", "mnist/gap_reduction", ">", 0.0,
-          "decay suppresses fitting of noise", "Krogh & Hertz 1991, §4 (noisy targets), §5 (nonlinear nets)"),
+    # A: direction only. The paper has no MNIST figure, and the label noise was added after clean labels
+    # showed no gain (notes, deviation 1): these two say which way decay moves a nonlinear net in the
+    # paper's noisy-target setting, paired (same weights, same minibatches), nothing more.
+    Claim("MNIST, 1,000 images, 20% random labels: decay lowers the test error (direction only)",
+          "mnist/test_error_reduction", ">", 0.0, "decay improves generalization (no MNIST figure)",
+          "Krogh & Hertz 1991, abstract and §4 (static target noise); condition chosen after clean labels "
+          "showed no gain", aggregate="all", bar="sanity", paired=("mnist/plain_test_error", "mnist/decay_test_error")),
+    Claim("MNIST, 1,000 images, 20% random labels: decay shrinks the train-test gap (direction only)",
+          "mnist/gap_reduction", ">", 0.0, "decay suppresses fitting of noise (no MNIST figure)",
+          "Krogh & Hertz 1991, §4 (noisy targets), §5; condition chosen after clean labels showed no gain",
+          aggregate="all", bar="sanity", paired=("mnist/plain_gap", "mnist/decay_gap")),
+    # B: the paper's own analysis.
     Claim("linear teacher: best lambda of the sweep is interior", "linear/best_is_interior", ">=", 1.0,
-          "F(lambda) has a minimum at lambda_opt > 0", "Krogh & Hertz 1991, §4", aggregate="all"),
+          "F(lambda) has a minimum at lambda_opt > 0", "Krogh & Hertz 1991, §4", aggregate="all",
+          bar="paper"),
     Claim("linear teacher: F at the best lambda is below F at lambda = 0", "linear/best_over_zero", "<", 1.0,
-          "optimal decay beats no decay", "Krogh & Hertz 1991, §4"),
+          "optimal decay beats no decay", "Krogh & Hertz 1991, §4", bar="sanity"),
     Claim("linear teacher: best lambda within half a decade of sigma^2/s^2", "linear/log10_best_over_opt",
-          "<=", 0.5, "lambda_opt = sigma^2 / s^2", "Krogh & Hertz 1991, §4"),
+          "<=", 0.5, "lambda_opt = sigma^2 / s^2", "Krogh & Hertz 1991, §4; half a decade is our tolerance",
+          bar="sanity"),
+    Claim("linear teacher: measured F(lambda) within 5% of the closed form across the sweep",
+          "linear/max_rel_dev_from_theory", "<=", 0.05,
+          "F = sigma^2 G + lambda (sigma^2 - lambda) dG/dlambda (N -> inf)",
+          "Krogh & Hertz 1991, §4 formula; 5% is our finite-N tolerance (N = 100), a sanity bar",
+          aggregate="all", bar="sanity"),
 ]
 CLAIMS = {"quick": _CLAIMS, "full": _CLAIMS}
 
@@ -234,6 +252,8 @@ def linear_experiment(cfg: Config, rng: np.random.Generator) -> tuple[dict[str, 
         "linear/log10_best_over_opt": float(abs(np.log10(lams[best] / lam_opt))),
         "linear/theory_gen_error_opt": F_opt_theory,
         "linear/theory_gen_error_zero": float(theory_gen_error(alpha, 0.0, cfg.lin_noise, cfg.lin_teacher_var)),
+        "linear/max_rel_dev_from_theory": float(np.max(np.abs(F / theory_gen_error(alpha, lams, cfg.lin_noise,
+                                                                                   cfg.lin_teacher_var) - 1))),
     }
     return metrics, lams, F
 
@@ -265,12 +285,15 @@ def _evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, floa
 
 
 def train_epoch(model: MLP, velocity: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: Config,
-                lam: float, order: list[np.ndarray], epoch: int = 0) -> float:
-    """One pass over (x, y) in the given minibatch order; the decay enters only through `add_decay_grad`."""
+                lam: float, order: list[np.ndarray], epoch: int = 0, first: int = 0, total: float = 0.0,
+                after_step: Callable[[int, float], None] | None = None) -> float:
+    """One pass over (x, y) in the given minibatch order; the decay enters only through `add_decay_grad`.
+
+    A resumed pass starts at batch `first` with the loss sum `total` of the batches before it;
+    `after_step(batches done, loss sum)` runs after every step (the mid-epoch checkpoint)."""
     params = list(model.parameters())
     total_steps = cfg.epochs * len(order)
-    total = 0.0
-    for k, idx in enumerate(order):
+    for k, idx in enumerate(order[first:], first):
         step = epoch * len(order) + k
         lr = cfg.lr * (1 - step / total_steps) if cfg.anneal else cfg.lr
         model.zero_grad(set_to_none=False)
@@ -279,6 +302,8 @@ def train_epoch(model: MLP, velocity: list[torch.Tensor], x: torch.Tensor, y: to
         add_decay_grad(model.weights(), lam)  # Eq. (2)
         sgd_step(params, velocity, lr, cfg.momentum)
         total += float(loss.detach()) * len(idx)
+        if after_step is not None:
+            after_step(k + 1, total)
     return total / len(x)
 
 
@@ -290,9 +315,14 @@ def noisy_labels(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np
     return y
 
 
+def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
+    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
+
+
 def _mnist_tensors(cfg: Config, device: torch.device, seed: int = 0):
-    xtr, ytr = load_mnist("train")
-    xte, yte = load_mnist("test")
+    xtr, ytr = load_images(cfg.dataset, "train")
+    xte, yte = load_images(cfg.dataset, "test")
     xtr, ytr, xte, yte = xtr[: cfg.mnist_train], ytr[: cfg.mnist_train], xte[: cfg.mnist_test], yte[: cfg.mnist_test]
     ytr = noisy_labels(ytr, cfg.label_noise, np.random.default_rng([seed, 5]))  # §4: static noise on the targets
     def to_x(a):
@@ -312,12 +342,28 @@ def mnist_experiment(cfg: Config, run: Run, state: dict | None) -> dict[str, flo
         for a in arms:
             models[a].load_state_dict(state["models"][a])
             velocity[a] = [v.to(run.device) for v in state["velocity"][a]]
-    final: dict[str, float] = {}
+    final: dict[str, float] = dict(state.get("final", {})) if state is not None else {}
+    mid = state if state is not None and "arm" in state else None  # a mid-epoch checkpoint: where it stopped
+
+    def snapshot(epoch: int, **extra) -> dict:
+        return {"epoch": epoch, "models": {a: m.state_dict() for a, m in models.items()}, "velocity": velocity,
+                "final": final, **extra}
+
     for epoch in run.progress(range(start, cfg.epochs), total=cfg.epochs, desc="weight-decay mnist"):
         order = list(batches(len(xtr), cfg.batch, epoch_rng(run.seed, epoch)))  # shared by both arms
-        row = {}
-        for a, lam in arms.items():
-            loss = train_epoch(models[a], velocity[a], xtr, ytr, cfg, lam, order, epoch)
+        resuming = mid is not None and epoch == start
+        row = dict(mid["row"]) if resuming else {}
+        for i, (a, lam) in enumerate(arms.items()):
+            if resuming and i < mid["arm"]:
+                continue  # this arm's epoch was done before the checkpoint; its row entries came back
+            first, total = (mid["batch"], mid["total"]) if resuming and i == mid["arm"] else (0, 0.0)
+
+            def after_step(done: int, total: float, i: int = i, row: dict = row, epoch: int = epoch,
+                           n: int = len(order)) -> None:
+                if run.due() and done < n:  # Ctrl-C or checkpoint_seconds: a mid-epoch checkpoint
+                    run.checkpoint(snapshot(epoch, arm=i, batch=done, total=total, row=row))
+
+            loss = train_epoch(models[a], velocity[a], xtr, ytr, cfg, lam, order, epoch, first, total, after_step)
             row[f"{a}/train_loss"] = run.check_finite(loss, epoch, hint="lr")
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 tr_loss, tr_err = _evaluate(models[a], xtr, ytr)
@@ -326,9 +372,8 @@ def mnist_experiment(cfg: Config, run: Run, state: dict | None) -> dict[str, flo
                             f"{a}/weight_norm": float(l2_penalty(models[a].weights(), 2.0).detach()) ** 0.5})
                 final.update({f"mnist/{a}_train_error": tr_err, f"mnist/{a}_test_error": te_err})
         run.log(row, step=epoch + 1)
-        run.checkpoint({"epoch": epoch + 1, "models": {a: m.state_dict() for a, m in models.items()},
-                        "velocity": velocity})
-    if not final:  # resumed after the last epoch: evaluate the restored nets
+        run.checkpoint(snapshot(epoch + 1))
+    if not final:  # resumed after the last epoch of a run that never evaluated: evaluate the restored nets
         for a in arms:
             final[f"mnist/{a}_train_error"] = _evaluate(models[a], xtr, ytr)[1]
             final[f"mnist/{a}_test_error"] = _evaluate(models[a], xte, yte)[1]

@@ -29,45 +29,48 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seminal.core.claims import Claim
-from seminal.core.errors import SeminalError
+from seminal.core.config import NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Sizes
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import mnist_flat
+from seminal.data import load_fashion_mnist, load_mnist
 from seminal.papers.optimisation.adam import SGD
+
+RetainProb = Annotated[float, Range(gt=0, le=1)]
+"""A retain probability p: 1 keeps every unit, 0 would keep none."""
 
 
 @dataclass(frozen=True)
 class Config:
-    hidden: tuple[int, ...] = (1024, 1024, 1024)
+    hidden: Sizes = (1024, 1024, 1024)
     """Widths of the hidden ReLU layers (Table 2's best ReLU row: 3 x 1024)."""
-    p_input: float = 0.8
+    p_input: RetainProb = 0.8
     """Retain probability p of an input unit (the paper: 0.8)."""
-    p_hidden: float = 0.5
+    p_hidden: RetainProb = 0.5
     """Retain probability p of a hidden unit (the paper: 0.5)."""
-    epochs: int = 200
+    epochs: PosInt = 200
     """Passes through the training set, for both nets."""
-    batch_size: int = 128
+    batch_size: PosInt = 128
     """Minibatch size."""
-    lr: float = 0.05
+    lr: PosFloat = 0.05
     """SGD step size, the same for the net with and without dropout."""
-    momentum: float = 0.9
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
     """SGD momentum (constant; the paper ramps it from 0.5 to 0.99)."""
-    max_norm: float = 0.0
+    max_norm: NonNegFloat = 0.0
     """Max-norm bound c on each hidden unit's incoming weight vector, dropout net only (0: off; paper: 3-4)."""
-    train_limit: int = 0
+    train_limit: NonNegInt = 0
     """Use only the first N training images (0: all 60,000). Fewer images overfit sooner."""
-    eval_every: int = 5
+    eval_every: PosInt = 5
     """Epochs between test-error evaluations (the learning curve's resolution)."""
-
-    def validate(self) -> None:
-        if not (0 < self.p_input <= 1 and 0 < self.p_hidden <= 1):
-            raise SeminalError("p_input and p_hidden are retain probabilities: pick values in (0, 1]")
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    """Images: MNIST (the paper's Table 2, and the claims') or Fashion-MNIST (same 28x28 grey format)."""
 
 
 PRESETS = {
@@ -77,10 +80,14 @@ PRESETS = {
 
 CLAIMS = {
     preset: [
-        Claim("Dropout lowers MNIST test error (error without - with > 0)", "dropout/test_error_reduction", ">", 0.0,
-              "1.60% (standard net) -> 1.25% (dropout, 3x1024 ReLU)", "Table 2"),
-        Claim("Dropout narrows the train-test gap (gap without - with > 0)", "dropout/gap_reduction", ">", 0.0,
-              "less overfitting: test error falls while training error rises", "Table 2, Fig. 4, §6.1"),
+        Claim("Dropout lowers MNIST test error (error without - with > 0), every seed",
+              "dropout/test_error_reduction", ">", 0.0,
+              "1.60% (standard net) -> 1.25% (dropout, 3x1024 ReLU)", "Table 2", aggregate="all", bar="sanity",
+              paired=("plain/test_error", "dropout/test_error")),
+        Claim("Dropout narrows the train-test gap (gap without - with > 0), every seed",
+              "dropout/gap_reduction", ">", 0.0,
+              "less overfitting: test error falls while training error rises", "Table 2, Fig. 4, §6.1",
+              aggregate="all", bar="sanity", paired=("plain/gap", "dropout/gap")),
     ]
     for preset in ("quick", "full")
 }
@@ -147,6 +154,29 @@ class DropoutMLP(nn.Module):
 
 
 # ---- training ------------------------------------------------------------------------------------------
+def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
+    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
+
+
+def images_flat(name: str, split: str, limit: int = 0, device=None) -> tuple[Tensor, Tensor]:
+    """Images (N, 784) float32 in [0, 1] and labels (N,); `limit` keeps the first N."""
+    images, labels = load_images(name, split)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    x = torch.tensor(images.reshape(len(images), -1), dtype=torch.float32, device=device) / 255.0
+    return x, torch.tensor(labels, device=device)
+
+
+def paired_nets(cfg: Config, device: torch.device | str = "cpu") -> dict[str, DropoutMLP]:
+    """Two nets from the same initial weights: "plain" never drops a unit (p = 1), "dropout" uses the paper's p."""
+    plain = DropoutMLP(cfg.hidden, 1.0, 1.0).to(device)
+    nets = {"plain": plain, "dropout": copy.deepcopy(plain)}
+    for d, p in zip(nets["dropout"].drops, [cfg.p_input] + [cfg.p_hidden] * len(cfg.hidden)):
+        d.p = p
+    return nets
+
+
 def error_rate(net: nn.Module, x: Tensor, y: Tensor, chunk: int = 5000) -> float:
     net.eval()
     with torch.no_grad():
@@ -156,37 +186,43 @@ def error_rate(net: nn.Module, x: Tensor, y: Tensor, chunk: int = 5000) -> float
 
 
 def train(cfg: Config, run: Run) -> dict[str, float]:
-    cfg.validate()
     dev = run.device
-    xtr, ytr = mnist_flat("train", cfg.train_limit, dev)  # (N, 784) in [0, 1], (N,)
-    xte, yte = mnist_flat("test", 0, dev)
+    xtr, ytr = images_flat(cfg.dataset, "train", cfg.train_limit, dev)  # (N, 784) in [0, 1], (N,)
+    xte, yte = images_flat(cfg.dataset, "test", 0, dev)
 
-    # Two nets from the same initial weights: "plain" never drops a unit (p = 1), "dropout" uses the paper's p.
-    plain = DropoutMLP(cfg.hidden, 1.0, 1.0).to(dev)
-    nets = {"plain": plain, "dropout": copy.deepcopy(plain)}
-    for d, p in zip(nets["dropout"].drops, [cfg.p_input] + [cfg.p_hidden] * len(cfg.hidden)):
-        d.p = p
+    nets = paired_nets(cfg, dev)
     generator = torch.Generator(device=dev)
     generator.manual_seed(run.seed)
     nets["dropout"].set_generator(generator)
     opts = {k: SGD(net.parameters(), cfg.lr, momentum=cfg.momentum) for k, net in nets.items()}
 
-    state = run.restore()
-    start = 0
-    if state is not None:
-        start = state["epoch"]
+    state = run.restore() or {}
+    start = state.get("epoch", 0)
+    arm0, batch0 = state.get("arm", 0), state.get("batch", 0)  # where a mid-epoch checkpoint stopped
+    if state:
         generator.set_state(state["generator"])
         for k in nets:
             nets[k].load_state_dict(state["nets"][k])
             opts[k].load_state_dict(state["opts"][k])
 
+    def snapshot(epoch: int, **extra) -> dict:
+        return {"epoch": epoch, "generator": generator.get_state(),
+                "nets": {k: n.state_dict() for k, n in nets.items()},
+                "opts": {k: o.state_dict() for k, o in opts.items()}, **extra}
+
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
     for epoch in run.progress(range(start, cfg.epochs), total=cfg.epochs, desc="dropout"):
         order = [torch.as_tensor(i, device=dev) for i in batches(len(xtr), cfg.batch_size, epoch_rng(run.seed, epoch))]
-        row = {}
-        for k, net in nets.items():
-            total = torch.zeros((), device=dev)
-            for idx in order:  # the same minibatches for both nets
+        resuming = epoch == start and (arm0, batch0) != (0, 0)
+        row = dict(state["row"]) if resuming else {}
+        for a, (k, net) in enumerate(nets.items()):
+            if resuming and a < arm0:
+                continue  # this arm's epoch was done before the checkpoint; its row entries came back
+            skip = batch0 if resuming and a == arm0 else 0
+            total = state["total"].to(dev) if skip else torch.zeros((), device=dev)
+            for b, idx in enumerate(order):  # the same minibatches for both nets
+                if b < skip:
+                    continue
                 loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
                 opts[k].zero_grad(set_to_none=True)
                 loss.backward()
@@ -195,13 +231,13 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
                     for layer in net.layers:
                         max_norm_(layer.weight, cfg.max_norm)  # §5.1
                 total += loss.detach()
+                if run.due() and b + 1 < len(order):  # Ctrl-C or checkpoint_seconds: a mid-epoch checkpoint
+                    run.checkpoint(snapshot(epoch, arm=a, batch=b + 1, total=total.cpu(), row=row))
             row[f"{k}/train_loss"] = run.check_finite(total / len(order), (epoch + 1) * steps_per_epoch)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 row[f"{k}/test_error"] = error_rate(net, xte, yte)
         run.log(row, step=epoch + 1)
-        run.checkpoint({"epoch": epoch + 1, "generator": generator.get_state(),
-                        "nets": {k: n.state_dict() for k, n in nets.items()},
-                        "opts": {k: o.state_dict() for k, o in opts.items()}})
+        run.checkpoint(snapshot(epoch + 1))
 
     metrics: dict[str, float] = {}
     for k, net in nets.items():
