@@ -40,7 +40,7 @@ def run_one(side: str, env_id: str, steps: int, seed: int, device: str) -> dict:
     if side in ("ours", "ours-eager"):
         from seminal.papers.rl import sac
 
-        cfg = dataclasses.replace(sac.PRESETS["quick"], env_id=env_id, total_steps=steps, cuda_graph=side == "ours")
+        cfg = dataclasses.replace(sac.PRESETS["pendulum"], env_id=env_id, total_steps=steps, cuda_graph=side == "ours")
         policy = sac.train_sac(make_env(env_id), cfg, seed=seed, device=device)
         seconds = time.perf_counter() - t0
         act = policy

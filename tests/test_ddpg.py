@@ -1,20 +1,97 @@
-"""DDPG (Lillicrap et al. 2016): targets, Polyak averaging, action scaling, buffer, smoke run and resume."""
+"""DDPG (Lillicrap et al. 2016): one whole update against an independent computation, Polyak, noise, errors."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 import numpy as np
 import pytest
 import torch
+from torch.func import functional_call
 
 from seminal.core.errors import SeminalError
 from seminal.core.runner import execute
 from seminal.papers.rl import ddpg
-from seminal.papers.rl._offpolicy import EnsembleMLP, ReplayBuffer, make_box_env, scale_action
+from seminal.papers.rl._offpolicy import make_box_env, make_nets
 
 TINY = ["total_steps=400", "start_steps=200", "batch_size=32", "hidden=(16,16)", "eval_every=200",
         "eval_episodes=1", "mc_episodes=1", "mc_states=20", "mc_horizon=20", "checkpoint_every=300"]
+
+
+# ---- an independent DDPG step: plain matmuls, autograd for the gradients, SGD written out ---------------------
+def q_member(w, b, k, s, a):
+    """Member k of the critic ensemble, written as separate matmuls: (B,)."""
+    h = torch.cat([s, a], -1)
+    for i in range(len(w)):
+        h = h @ w[i][k] + b[i][k, 0]
+        if i < len(w) - 1:
+            h = torch.relu(h)
+    return h[:, 0]
+
+
+def snapshot(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def critic_lists(params):
+    n = len(params) // 2
+    return [params[f"weights.{i}"] for i in range(n)], [params[f"biases.{i}"] for i in range(n)]
+
+
+def make_case(critics, seed=0, act_dim=2):
+    """Nets (8x8) whose targets differ from the online nets, SGD optimizers, and a batch with terminals."""
+    torch.manual_seed(seed)
+    nets = make_nets(3, act_dim, (8, 8), critics, 1e-3, 1e-3)
+    with torch.no_grad():
+        for p in (*nets.actor_target.parameters(), *nets.critic_target.parameters()):
+            p.add_(0.3 * torch.randn_like(p))  # a target net that is not the online net
+    nets.actor_opt = torch.optim.SGD(nets.actor.parameters(), lr=0.05)
+    nets.critic_opt = torch.optim.SGD(nets.critic.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(seed + 1)
+    B = 6
+    batch = (torch.randn(B, 3, generator=g), torch.rand(B, act_dim, generator=g) * 2 - 1,
+             torch.randn(B, generator=g), torch.randn(B, 3, generator=g), torch.tensor([0.0, 1, 0, 0, 1, 0]))
+    return nets, batch
+
+
+def expected_ddpg_step(nets, batch, gamma, tau, lr_actor=0.05, lr_critic=0.1):
+    """The parameters after one DDPG step, computed independently of `ddpg_update`."""
+    s, a, r, s2, d = batch
+    actor, critic = snapshot(nets.actor), snapshot(nets.critic)
+    actor_t, critic_t = snapshot(nets.actor_target), snapshot(nets.critic_target)
+    wt, bt = critic_lists(critic_t)
+    mu_t = functional_call(nets.actor_target, actor_t, (s2,))
+    y = r + gamma * (1 - d) * q_member(wt, bt, 0, s2, mu_t)  # Eq. (5): target actor and target critic
+    theta = {n: p.clone().requires_grad_() for n, p in critic.items()}
+    w, b = critic_lists(theta)
+    loss = ((q_member(w, b, 0, s, a) - y) ** 2).mean()  # Eq. (4)
+    grads = torch.autograd.grad(loss, list(theta.values()))
+    critic_new = {n: p.detach() - lr_critic * g for (n, p), g in zip(theta.items(), grads)}
+    phi = {n: p.clone().requires_grad_() for n, p in actor.items()}
+    w, b = critic_lists(critic_new)  # the actor follows the critic after its step
+    j = -q_member(w, b, 0, s, functional_call(nets.actor, phi, (s,))).mean()  # Eq. (6)
+    grads = torch.autograd.grad(j, list(phi.values()))
+    actor_new = {n: p.detach() - lr_actor * g for (n, p), g in zip(phi.items(), grads)}
+    polyak = lambda t, o: {n: tau * o[n] + (1 - tau) * t[n] for n in t}  # noqa: E731 - theta' <- tau theta + ...
+    return {"actor": actor_new, "critic": critic_new, "actor_target": polyak(actor_t, actor_new),
+            "critic_target": polyak(critic_t, critic_new)}, loss.detach()
+
+
+def assert_nets_equal(nets, want, names=("actor", "critic", "actor_target", "critic_target")):
+    for name in names:
+        got = dict(getattr(nets, name).named_parameters())
+        for n, p in want[name].items():
+            assert torch.allclose(got[n], p, atol=1e-6, rtol=1e-5), f"{name}.{n}"
+
+
+def test_one_ddpg_update_matches_an_independent_computation():
+    cfg = dataclasses.replace(ddpg.PRESETS["quick"], gamma=0.9, tau=0.2)
+    nets, batch = make_case(critics=1)
+    want, loss = expected_ddpg_step(nets, batch, cfg.gamma, cfg.tau)
+    out = ddpg.ddpg_update(nets, batch, cfg, step=0)
+    assert torch.allclose(out["critic_loss"], loss, rtol=1e-5)
+    assert_nets_equal(nets, want)
 
 
 def test_polyak_update_matches_hand_computation():
@@ -32,21 +109,6 @@ def test_ddpg_target_bootstraps_except_at_terminal_states():
     assert torch.allclose(y, torch.tensor([1.0 + 0.9 * 10.0, 1.0]))
 
 
-def test_scale_action_is_exact_at_the_bounds():
-    low, high = np.array([-2.0, 0.1, -0.3]), np.array([2.0, 0.7, 1.9])
-    assert np.array_equal(scale_action(-np.ones(3), low, high), low.astype(np.float32))
-    assert np.array_equal(scale_action(np.ones(3), low, high), high.astype(np.float32))
-    assert np.allclose(scale_action(np.zeros(3), low, high), (low + high) / 2)
-    assert np.array_equal(scale_action(5 * np.ones(3), low, high), high.astype(np.float32))  # clipped
-
-
-def test_discounted_returns_match_direct_sums():
-    r = np.array([1.0, -2.0, 3.0, 0.5])
-    g = ddpg.discounted_returns(r, 0.9)
-    for t in range(4):
-        assert g[t] == pytest.approx(sum(0.9**k * r[t + k] for k in range(4 - t)))
-
-
 def test_ou_noise_has_the_stationary_variance():
     # x <- (1 - theta) x + sigma eps: stationary variance sigma^2 / (1 - (1 - theta)^2)
     rng = np.random.default_rng(0)
@@ -58,47 +120,37 @@ def test_ou_noise_has_the_stationary_variance():
     assert var == pytest.approx(0.2**2 / (1 - 0.85**2), rel=0.05)
 
 
-def test_replay_buffer_returns_what_was_stored_and_wraps():
-    buf = ReplayBuffer(3, obs_dim=2, act_dim=1)
-    for k in range(5):  # the first two are overwritten
-        buf.add(np.array([k, k + 0.5]), np.array([-k / 10]), float(k), np.array([k + 1, k + 1.5]), k == 4)
-    s, a, r, s2, d = buf.sample(np.random.default_rng(0), 64)
-    assert buf.size == 3 and set(r.tolist()) == {2.0, 3.0, 4.0}
-    assert torch.allclose(s[:, 0], r) and torch.allclose(a[:, 0], -r / 10) and torch.allclose(s2[:, 1], r + 1.5)
-    assert torch.equal(d, (r == 4).float())
+@pytest.mark.parametrize("kind", ["gaussian", "ou"])
+def test_exploration_adds_noise_of_the_set_scale_and_evaluates_greedily(kind):
+    torch.manual_seed(0)
+    actor = make_nets(3, 1, (8,), 1, 1e-3, 1e-3).actor
+    obs = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+    mu = actor(torch.as_tensor(obs)).detach().numpy()
+    explore = ddpg.Exploration(actor, 1, kind, 0.1, 0.15, seed=0)
+    assert np.array_equal(explore(obs, False), mu)
+    steps = np.array([explore(obs, True)[0] for _ in range(4000)]) - mu[0]
+    # the OU process's stationary std is sigma / sqrt(1 - (1 - theta)^2); Gaussian: sigma
+    std = 0.1 / np.sqrt(1 - 0.85**2) if kind == "ou" else 0.1
+    assert abs(steps[500:].mean()) < 0.03 and steps[500:].std() == pytest.approx(std, rel=0.15)
+    explore.reset()
+    assert np.array_equal(explore.x, np.zeros(1))
 
 
-def test_ensemble_equals_separate_networks_and_frozen_blocks_weight_grads():
-    net = EnsembleMLP(2, (5, 8, 1))
-    x = torch.randn(7, 5, requires_grad=True)
-    out = net(x)  # (2, 7, 1)
-    for k in range(2):
-        h = torch.relu(x @ net.weights[0][k] + net.biases[0][k])
-        assert torch.allclose(out[k], h @ net.weights[1][k] + net.biases[1][k], atol=1e-6)
-    net(x, frozen=True).sum().backward()
-    assert x.grad is not None and all(w.grad is None for w in net.weights)
+def test_the_mujoco_preset_fails_fast_without_the_extra_or_builds_its_env():
+    env_id = ddpg.PRESETS["halfcheetah"].env_id
+    if importlib.util.find_spec("mujoco") is None:
+        with pytest.raises(SeminalError, match="mujoco"):
+            execute("ddpg", "halfcheetah", 0, None, "/tmp/unused-ddpg-test")  # before any training
+    else:
+        env, low, high = make_box_env(env_id, "DDPG")
+        assert env.action_space.shape == (6,) and np.all(low < high)
 
 
-def test_errors_for_wrong_envs():
-    with pytest.raises(SeminalError, match="unknown env id"):
-        make_box_env("NoSuchEnv-v9", "DDPG")
-    with pytest.raises(SeminalError, match="continuous"):
-        make_box_env("CartPole-v1", "DDPG")
-    with pytest.raises(SeminalError, match="mujoco"):
-        execute("ddpg", "halfcheetah", 0, ["total_steps=10"], "/tmp/unused-ddpg-test")
-
-
-def test_smoke_run_same_seed_same_numbers_and_resume(tmp_path):
+def test_smoke_run_same_seed_same_numbers(tmp_path):
     a = execute("ddpg", "quick", 0, TINY, tmp_path / "a", progress=False)
     b = execute("ddpg", "quick", 0, TINY, tmp_path / "b", progress=False)
     assert np.isfinite(a["metrics"]["eval/return"]) and a["metrics"] == b["metrics"]
-    from seminal.core.errors import Interrupted
-
-    with pytest.raises(Interrupted):
-        execute("ddpg", "quick", 0, TINY, tmp_path / "c", progress=False, stop_after_checkpoints=1)
-    run_dir = next((tmp_path / "c" / "ddpg").iterdir())
-    resumed = execute("ddpg", "quick", 0, None, resume_dir=run_dir, progress=False)
-    assert resumed["resumed"] and np.isfinite(resumed["metrics"]["eval/return"])
+    assert {"ddpg/q_bias_mean", "ddpg/q_bias_final"} <= set(a["metrics"])
 
 
 def test_presets_are_consistent():

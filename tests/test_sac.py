@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from seminal.core.rl import make_env
 from seminal.core.run import seed_everything
 from seminal.core.runner import execute
 from seminal.papers.rl import sac
+from seminal.papers.rl._offpolicy import make_box_env
 
 TINY = ["total_steps=300", "start_steps=150", "batch_size=32", "hidden=(16,16)", "eval_every=150",
         "eval_episodes=1", "checkpoint_every=200"]
@@ -59,13 +61,113 @@ def test_temperature_rises_when_entropy_is_below_target(log_pi, rises):
     assert (log_alpha.item() > 0) == rises
 
 
-def test_sac_refuses_discrete_and_unknown_envs_and_names_the_mujoco_extra():
+def test_squashed_log_prob_equals_torch_tanh_transformed_normal():
+    torch.manual_seed(1)
+    mean, log_std, eps = (torch.randn(64, 3, dtype=torch.float64) for _ in range(3))
+    a, log_pi = sac.squashed_gaussian(mean, log_std.clamp(-2, 1), eps)
+    dist = torch.distributions.Independent(torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.clamp(-2, 1).exp()), [torch.distributions.TanhTransform()]), 1)
+    assert torch.allclose(log_pi, dist.log_prob(a), atol=1e-8)
+
+
+# ---- one whole SAC step against an independent computation (float64, SGD written out) -----------------------
+def _member(params, k, x):
+    n = len(params) // 2
+    for i in range(n):
+        x = x @ params[f"weights.{i}"][k] + params[f"biases.{i}"][k, 0]
+        if i < n - 1:
+            x = torch.relu(x)
+    return x[:, 0]
+
+
+def _policy(actor, params, s, eps):
+    """a = tanh(mean + std eps) and log pi(a|s) from torch.distributions (not `squashed_gaussian`)."""
+    mean, log_std = torch.func.functional_call(actor, params, (s,))
+    normal = torch.distributions.Normal(mean, log_std.exp())
+    a = torch.tanh(mean + log_std.exp() * eps)
+    dist = torch.distributions.Independent(
+        torch.distributions.TransformedDistribution(normal, [torch.distributions.TanhTransform()]), 1)
+    return a, dist.log_prob(a)
+
+
+def _sac_case(auto_alpha=True):
+    cfg = dataclasses.replace(sac.PRESETS["quick"], hidden=(8, 8), gamma=0.9, tau=0.2, alpha=0.3,
+                              auto_alpha=auto_alpha)
+    torch.manual_seed(0)
+    agent = sac.make_agent(3, 2, cfg)
+    agent.actor.double(), agent.critic.double(), agent.critic_target.double()
+    with torch.no_grad():
+        for p in agent.critic_target.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # target critics that are not the online critics
+    agent.log_alpha = torch.tensor(math.log(cfg.alpha), dtype=torch.float64, requires_grad=auto_alpha)
+    agent.actor_opt = torch.optim.SGD([*agent.actor.parameters()] + ([agent.log_alpha] if auto_alpha else []),
+                                      lr=0.05)
+    agent.critic_opt = torch.optim.SGD(agent.critic.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    B = 6
+    batch = tuple(x.double() for x in (torch.randn(B, 3, generator=g), torch.rand(B, 2, generator=g) * 2 - 1,
+                                        torch.randn(B, generator=g), torch.randn(B, 3, generator=g),
+                                        torch.tensor([0.0, 1, 0, 0, 1, 0])))
+    return cfg, agent, batch
+
+
+def _expected_sac_step(cfg, agent, batch, target_entropy, seed):
+    s, a, r, s2, d = batch
+    snap = lambda m: {n: p.detach().clone() for n, p in m.named_parameters()}  # noqa: E731
+    actor, critic, critic_t = snap(agent.actor), snap(agent.critic), snap(agent.critic_target)
+    log_alpha = agent.log_alpha.detach().clone()
+    alpha = log_alpha.exp()
+    torch.manual_seed(seed)
+    eps, eps2 = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)  # s, then s'
+    a2, log_pi2 = _policy(agent.actor, actor, s2, eps2)
+    q_t = torch.stack([_member(critic_t, k, torch.cat([s2, a2], -1)) for k in range(2)])
+    y = r + cfg.gamma * (1 - d) * (q_t.min(0).values - alpha * log_pi2)  # the *target* critics, log pi of a'
+    theta = {n: p.clone().requires_grad_() for n, p in critic.items()}
+    loss = 0.5 * sum(((_member(theta, k, torch.cat([s, a], -1)) - y) ** 2).mean() for k in range(2))
+    grads = torch.autograd.grad(loss, list(theta.values()))
+    critic_new = {n: p.detach() - 0.1 * g for (n, p), g in zip(theta.items(), grads)}
+    phi = {n: p.clone().requires_grad_() for n, p in actor.items()}
+    a_pi, log_pi = _policy(agent.actor, phi, s, eps)
+    q_pi = torch.stack([_member(critic_new, k, torch.cat([s, a_pi], -1)) for k in range(2)]).min(0).values
+    j_pi = (alpha * log_pi - q_pi).mean()  # alpha a constant here
+    grads = torch.autograd.grad(j_pi, list(phi.values()))
+    actor_new = {n: p.detach() - 0.05 * g for (n, p), g in zip(phi.items(), grads)}
+    # J(alpha) = -log alpha (log pi + H): d/dlog alpha = -(log pi + H), log pi a constant here
+    log_alpha_new = log_alpha + 0.05 * (log_pi.detach() + target_entropy).mean() if cfg.auto_alpha else log_alpha
+    target_new = {n: cfg.tau * critic_new[n] + (1 - cfg.tau) * critic_t[n] for n in critic_t}
+    return {"actor": actor_new, "critic": critic_new, "critic_target": target_new}, log_alpha_new, loss.detach()
+
+
+@pytest.mark.parametrize("auto_alpha", [True, False])
+def test_one_sac_update_matches_an_independent_computation(auto_alpha):
+    cfg, agent, batch = _sac_case(auto_alpha)
+    want, log_alpha, loss = _expected_sac_step(cfg, agent, batch, -2.0, seed=5)
+    torch.manual_seed(5)
+    out = sac.sac_update(agent, batch, cfg, -2.0)
+    assert torch.allclose(out["critic_loss"], loss, rtol=1e-9)
+    for name, params in want.items():
+        got = dict(getattr(agent, name).named_parameters())
+        for n, p in params.items():
+            assert torch.allclose(got[n], p, atol=1e-9), f"{name}.{n}"
+    assert torch.allclose(agent.log_alpha.detach(), log_alpha, atol=1e-12)
+    assert auto_alpha or agent.log_alpha.item() == pytest.approx(math.log(0.3))
+
+
+def test_sac_refuses_discrete_and_unknown_envs():
     with pytest.raises(SeminalError, match="continuous"):
         execute("sac", "quick", 0, ["env_id=CartPole-v1"], "/tmp/unused-sac-test")
     with pytest.raises(SeminalError, match="unknown env id"):
         execute("sac", "quick", 0, ["env_id=Pendulum-v0-nope"], "/tmp/unused-sac-test")
-    with pytest.raises(SeminalError, match=r"seminal\[mujoco\]"):
-        execute("sac", "halfcheetah", 0, None, "/tmp/unused-sac-test")
+
+
+def test_the_mujoco_preset_fails_fast_without_the_extra_or_builds_its_env():
+    env_id = sac.PRESETS["halfcheetah"].env_id
+    if importlib.util.find_spec("mujoco") is None:
+        with pytest.raises(SeminalError, match=r"seminal\[mujoco\]"):
+            execute("sac", "halfcheetah", 0, None, "/tmp/unused-sac-test")  # before any training
+    else:  # the extra is installed: the env builds (no million-step run here)
+        env, low, high = make_box_env(env_id, "SAC")
+        assert env.action_space.shape == (6,) and np.all(low < high)
 
 
 def test_train_sac_reusable_same_seed_same_policy():
@@ -79,15 +181,10 @@ def test_train_sac_reusable_same_seed_same_policy():
     assert outs[0].shape == (1,) and -2.0 <= outs[0][0] <= 2.0 and np.array_equal(outs[0], outs[1])
 
 
-def test_smoke_run_logs_alpha_and_resumes(tmp_path):
-    from seminal.core.errors import Interrupted
-
-    with pytest.raises(Interrupted):
-        execute("sac", "quick", 0, TINY, tmp_path, progress=False, stop_after_checkpoints=1)
+def test_smoke_run_logs_alpha(tmp_path):  # exact resume: tests/test_offpolicy.py
+    s = execute("sac", "quick", 0, TINY, tmp_path, progress=False)
     run_dir = next((tmp_path / "sac").iterdir())
-    s = execute("sac", "quick", 0, None, resume_dir=run_dir, progress=False)
-    assert s["resumed"] and math.isfinite(s["metrics"]["eval/return"])
-    assert (run_dir / "plots" / "alpha.png").exists()
+    assert math.isfinite(s["metrics"]["eval/return"]) and (run_dir / "plots" / "alpha.png").exists()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

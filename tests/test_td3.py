@@ -1,17 +1,87 @@
-"""TD3 (Fujimoto et al. 2018): clipped double-Q target, target smoothing, delays, and the DDPG special case."""
+"""TD3 (Fujimoto et al. 2018): one whole update against an independent computation (smoothing, clipped double-Q,
+target networks, delay, Polyak), the DDPG special case, and the three-agent run."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
+import pytest
 import torch
+from test_ddpg import assert_nets_equal, critic_lists, make_case, q_member, snapshot
+from torch.func import functional_call
 
 from seminal.core.runner import execute
 from seminal.papers.rl import ddpg, td3
 
 TINY = ["total_steps=300", "start_steps=150", "batch_size=32", "hidden=(16,16)", "eval_every=150",
         "eval_episodes=1", "mc_episodes=1", "mc_states=20", "mc_horizon=20", "checkpoint_every=1000"]
+CFG = dataclasses.replace(td3.PRESETS["quick"], gamma=0.9, tau=0.2, target_noise=0.6, target_noise_clip=0.3,
+                          policy_delay=2)
+
+
+def saturate_target_actor(nets):
+    """Scale the target actor's last layer so that mu'(s') sits near +-1: the action clip of Eq. (15) then acts."""
+    with torch.no_grad():
+        last = [m for m in nets.actor_target if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.mul_(20.0)
+        last.bias.mul_(20.0)
+
+
+def expected_td3_step(nets, batch, cfg, step, seed, lr_actor=0.05, lr_critic=0.1):
+    """Parameters after one TD3 step, computed independently of `td3_update` (same noise draw: same seed)."""
+    s, a, r, s2, d = batch
+    actor, critic = snapshot(nets.actor), snapshot(nets.critic)
+    actor_t, critic_t = snapshot(nets.actor_target), snapshot(nets.critic_target)
+    mu_t = functional_call(nets.actor_target, actor_t, (s2,))
+    torch.manual_seed(seed)
+    eps = torch.randn(mu_t.shape) * cfg.target_noise  # the update's first random draw
+    noise = torch.maximum(torch.minimum(eps, torch.tensor(cfg.target_noise_clip)), torch.tensor(-cfg.target_noise_clip))
+    a2 = torch.maximum(torch.minimum(mu_t + noise, torch.tensor(1.0)), torch.tensor(-1.0))  # Eq. (15)
+    assert (eps.abs() > cfg.target_noise_clip).any() and ((mu_t + noise).abs() > 1).any()  # both clips matter
+    wt, bt = critic_lists(critic_t)
+    q1_t, q2_t = (q_member(wt, bt, k, s2, a2) for k in range(2))
+    y = r + cfg.gamma * (1 - d) * torch.where(q1_t < q2_t, q1_t, q2_t)  # Eq. (10): the smaller of the two
+    assert (q1_t < q2_t).any() and (q2_t < q1_t).any()  # the min picks from both critics in this batch
+    theta = {n: p.clone().requires_grad_() for n, p in critic.items()}
+    w, b = critic_lists(theta)
+    loss = sum(((q_member(w, b, k, s, a) - y) ** 2).mean() for k in range(2))
+    grads = torch.autograd.grad(loss, list(theta.values()))
+    critic_new = {n: p.detach() - lr_critic * g for (n, p), g in zip(theta.items(), grads)}
+    want = {"critic": critic_new, "actor": actor, "actor_target": actor_t, "critic_target": critic_t}
+    if step % cfg.policy_delay == 0:  # §5.2: actor and targets move every d-th step only
+        phi = {n: p.clone().requires_grad_() for n, p in actor.items()}
+        w, b = critic_lists(critic_new)
+        j = -q_member(w, b, 0, s, functional_call(nets.actor, phi, (s,))).mean()  # on Q_1
+        grads = torch.autograd.grad(j, list(phi.values()))
+        want["actor"] = {n: p.detach() - lr_actor * g for (n, p), g in zip(phi.items(), grads)}
+        want["actor_target"] = {n: cfg.tau * want["actor"][n] + (1 - cfg.tau) * actor_t[n] for n in actor_t}
+        want["critic_target"] = {n: cfg.tau * critic_new[n] + (1 - cfg.tau) * critic_t[n] for n in critic_t}
+    return want, loss.detach()
+
+
+@pytest.mark.parametrize("step", [0, 1, 2, 3])
+def test_one_td3_update_matches_an_independent_computation(step):
+    nets, batch = make_case(critics=2, seed=1)  # a batch where each critic is the smaller one for some samples
+    saturate_target_actor(nets)
+    want, loss = expected_td3_step(nets, batch, CFG, step, seed=7)
+    torch.manual_seed(7)
+    out = td3.td3_update(nets, batch, CFG, step)
+    assert torch.allclose(out["critic_loss"], loss, rtol=1e-5)
+    assert ("actor_loss" in out) == (step % 2 == 0)
+    assert_nets_equal(nets, want)
+
+
+def test_delay_of_three_moves_the_actor_at_steps_0_3_6():
+    cfg = dataclasses.replace(CFG, policy_delay=3)
+    nets, batch = make_case(critics=2)
+    moved = []
+    for step in range(7):
+        before = snapshot(nets.actor)
+        td3.td3_update(nets, batch, cfg, step)
+        moved.append(any(not torch.equal(before[n], p) for n, p in nets.actor.named_parameters()))
+    assert moved == [True, False, False, True, False, False, True]
 
 
 def test_clipped_double_q_target_by_hand():
@@ -30,18 +100,9 @@ def test_target_smoothing_clips_the_noise_then_the_action():
     assert drawn.abs().max() <= 0.5 and abs(drawn.std().item() - 0.2) < 0.02
 
 
-def _nets_and_batch(critics):
-    torch.manual_seed(0)
-    nets = ddpg.make_nets(3, 1, (16, 16), critics, 1e-3, 1e-3)
-    g = torch.Generator().manual_seed(1)
-    batch = (torch.randn(32, 3, generator=g), torch.rand(32, 1, generator=g) * 2 - 1, torch.randn(32, generator=g),
-             torch.randn(32, 3, generator=g), (torch.rand(32, generator=g) < 0.1).float())
-    return nets, batch
-
-
 def test_td3_with_every_switch_off_is_ddpg():
-    cfg = td3.ddpg_style(td3.PRESETS["quick"])
-    a, batch = _nets_and_batch(1)
+    cfg = td3.ddpg_style(CFG)
+    a, batch = make_case(critics=1)
     b = copy.deepcopy(a)
     for step in range(3):
         td3.td3_update(a, batch, cfg, step)
@@ -51,39 +112,25 @@ def test_td3_with_every_switch_off_is_ddpg():
             assert torch.allclose(p, q, atol=1e-6), net
 
 
-def test_delayed_policy_updates_move_actor_and_targets_every_d_steps():
-    cfg = td3.PRESETS["quick"]  # policy_delay = 2
-    nets, batch = _nets_and_batch(2)
-    before = [p.clone() for p in (*nets.actor.parameters(), *nets.critic_target.parameters())]
-    out = td3.td3_update(nets, batch, cfg, step=1)  # odd step: critics only
-    after = list((*nets.actor.parameters(), *nets.critic_target.parameters()))
-    assert "actor_loss" not in out and all(torch.equal(p, q) for p, q in zip(before, after))
-    out = td3.td3_update(nets, batch, cfg, step=2)
-    assert "actor_loss" in out and not all(torch.equal(p, q) for p, q in zip(before, after))
+def test_the_arms_differ_in_exactly_their_switches():
+    td3_cfg, cdq, plain = (c for _, c in td3.arms(CFG))
+    assert (cdq.clipped_double_q, cdq.policy_delay, cdq.target_smoothing) == (True, 1, False)
+    assert (plain.clipped_double_q, plain.policy_delay, plain.target_smoothing) == (False, 1, False)
+    for other in (cdq, plain):
+        diff = {f.name for f in dataclasses.fields(CFG) if getattr(other, f.name) != getattr(td3_cfg, f.name)}
+        assert diff <= {"clipped_double_q", "policy_delay", "target_smoothing"}
 
 
-def test_critic_regresses_both_members_on_the_min_target():
-    cfg = td3.PRESETS["quick"]
-    nets, batch = _nets_and_batch(2)
-    s, a, r, s2, d = batch
-    torch.manual_seed(5)
-    with torch.no_grad():  # the hand-computed target, same noise draw
-        mu = td3.smoothed_target_action(nets.actor_target(s2), cfg.target_noise, cfg.target_noise_clip)
-        q_next = nets.critic_target(torch.cat([s2, mu], -1))[..., 0]
-        y = r + cfg.gamma * (1 - d) * torch.minimum(q_next[0], q_next[1])
-        q = nets.critic(torch.cat([s, a], -1))[..., 0]
-        expected = ((q[0] - y) ** 2).mean() + ((q[1] - y) ** 2).mean()
-    torch.manual_seed(5)
-    out = td3.td3_update(nets, batch, cfg, step=1)
-    assert torch.allclose(out["critic_loss"], expected, rtol=1e-5)
-
-
-def test_smoke_run_reports_the_overestimation_metrics(tmp_path):
+def test_smoke_run_reports_the_overestimation_metrics_of_all_three_agents(tmp_path):
     s = execute("td3", "quick", 0, TINY, tmp_path, progress=False)
     m = s["metrics"]
-    assert {"eval/return", "overest/td3_bias", "overest/ddpg_bias", "ddpg_style/eval_return"} <= set(m)
-    if isinstance(m["overest/ddpg_bias"], float) and m["overest/ddpg_bias"] > 0:
-        frac = (m["overest/ddpg_bias"] - m["overest/td3_bias"]) / m["overest/ddpg_bias"]
-        assert np.isclose(m["overest/removed_fraction"], frac)
-    assert (tmp_path / "td3").exists() and any((p / "plots" / "q_vs_return.png").exists()
-                                               for p in (tmp_path / "td3").iterdir())
+    assert {"eval/return", "overest/td3_bias", "overest/cdq_bias", "overest/ddpg_bias", "cdq_only/eval_return",
+            "ddpg_style/eval_return"} <= set(m)
+    for key, arm in (("overest/removed_fraction", "td3"), ("overest/cdq_removed_fraction", "cdq")):
+        if m["overest/ddpg_bias"] > 0:
+            frac = (m["overest/ddpg_bias"] - m[f"overest/{arm}_bias"]) / m["overest/ddpg_bias"]
+            assert np.isclose(m[key], frac)
+    claim = next(c for c in s["claims"] if c["metric"] == "overest/cdq_removed_fraction")
+    assert claim["arms"] == {"overest/cdq_bias": m["overest/cdq_bias"], "overest/ddpg_bias": m["overest/ddpg_bias"]}
+    run_dir = next((tmp_path / "td3").iterdir())
+    assert (run_dir / "plots" / "q_vs_return.png").exists()
