@@ -1,12 +1,17 @@
 """Our RL algorithms against Stable-Baselines3 on the same env, budget, seeds and machine, one thread each.
 
-    python benchmarks/rl_vs_sb3.py --algos ppo,dqn --seeds 3
+    python benchmarks/rl_vs_sb3.py --algos ppo,ppo-same,dqn --seeds 3
+
+PPO is reported twice: `ppo` with each side's tuned settings (ours: the quick preset; SB3: the zoo's, twice our
+gradient steps per env step) and `ppo-same` with identical hyperparameters on both sides (our preset's).
 
 For every pair and seed it prints env steps/s, the wall time until the greedy policy first reaches the
 threshold (both sides evaluated every `eval_every` env steps with `seminal.core.rl.evaluate`: 10 episodes,
 the same start seeds), and the final greedy return. Wall times exclude the evaluations themselves (timed
 and subtracted on both sides) and include building the model. SB3 uses its rl-baselines3-zoo
-hyperparameters; ours uses the paper module's quick preset. SB3 is the `bench` extra.
+hyperparameters; ours uses the paper module's quick preset. SB3 is the `bench` extra; without it only our side
+runs (no ratios). Our evaluations are timed through `train_policy(..., evaluator=...)`, a hook, not a patched
+module global.
 
 To add a pair (SAC/TD3 on Pendulum, say), add a `Pair` to PAIRS: how to run ours and SB3's with a
 `Timer` (ours: call `timer.eval_done(step, mean_return)`-style hooks through `TimedRun`, SB3: `timer.callback`).
@@ -100,12 +105,26 @@ def ours_dqn(seed: int, pair: Pair, timer: Timer) -> float:
     return dqn.learn(cfg, run)["eval/return"]
 
 
+# PPO, CartPole-v1. "tuned": each side's own settings (ours: the quick preset, T = 64, K = 10; SB3: the
+# rl-baselines3-zoo's, T = 32, K = 20 with clip and lr annealed), so SB3 takes twice our gradient steps per env
+# step. "same": SB3 given our quick preset's settings exactly (`ppo_quick`: T, K, M, lr and its annealing, gamma,
+# lambda, clip held constant as ours is), so the ratio measures the implementations alone.
+def ppo_quick() -> dict:
+    """Our PPO quick preset's hyperparameters (what "same" gives SB3 too)."""
+    from seminal.papers.rl import ppo
+
+    q = ppo.PRESETS["quick"]
+    return {"n_envs": q.n_envs, "n_steps": q.n_steps, "epochs": q.epochs, "minibatch": q.minibatch, "lr": q.lr,
+            "gamma": q.gamma, "lam": q.lam, "clip": q.clip, "anneal_lr": q.anneal_lr}
+
+
 def ours_ppo(seed: int, pair: Pair, timer: Timer) -> float:
-    ppo = importlib.import_module("seminal.papers.rl.ppo")
-    ppo.evaluate = timer.timed_evaluate(evaluate)
+    from seminal.papers.rl import ppo
+
     run = TimedRun(timer, "ppo/eval_return", seed)
+    overrides = [f"eval_every={pair.eval_every}", f"eval_episodes={pair.episodes}"]
     policy = ppo.train_policy(pair.env_id, total_steps=pair.budget, seed=seed, run=run, prefix="ppo",
-                              overrides=[f"eval_every={pair.eval_every}", f"eval_episodes={pair.episodes}"])
+                              overrides=overrides, evaluator=timer.timed_evaluate(evaluate))  # a hook, no globals
     return policy.eval_return
 
 
@@ -128,10 +147,18 @@ def sb3_ppo(seed: int, pair: Pair, timer: Timer) -> float:
     def lin(x: float) -> Callable[[float], float]:
         return lambda progress_remaining: progress_remaining * x
 
-    # rl-baselines3-zoo hyperparams/ppo.yml, CartPole-v1
-    env = make_vec_env(pair.env_id, n_envs=8, seed=seed)
-    model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
-                learning_rate=lin(1e-3), clip_range=lin(0.2), seed=seed, device="cpu")
+    if pair.settings == "same":  # our quick preset's values
+        o = ppo_quick()
+        kw = dict(n_steps=o["n_steps"], batch_size=o["minibatch"], gae_lambda=o["lam"], gamma=o["gamma"],
+                  n_epochs=o["epochs"], learning_rate=lin(o["lr"]) if o["anneal_lr"] else o["lr"],
+                  clip_range=o["clip"])
+        n_envs = o["n_envs"]
+    else:  # rl-baselines3-zoo hyperparams/ppo.yml, CartPole-v1
+        kw = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, learning_rate=lin(1e-3),
+                  clip_range=lin(0.2))
+        n_envs = 8
+    env = make_vec_env(pair.env_id, n_envs=n_envs, seed=seed)
+    model = PPO("MlpPolicy", env, ent_coef=0.0, seed=seed, device="cpu", **kw)
     model.learn(pair.budget, callback=sb3_eval_callback(timer, pair.env_id, pair.eval_every, pair.episodes))
     return float(np.mean(evaluate(lambda o: int(model.predict(o, deterministic=True)[0]), pair.env_id, pair.episodes)))
 
@@ -148,11 +175,14 @@ class Pair:
     ours_module: str
     eval_every: int = 5_000
     episodes: int = 10
+    settings: str = "tuned"
+    """"tuned": each side's own tuned hyperparameters; "same": identical hyperparameters on both sides."""
     notes: list[str] = field(default_factory=list)
 
 
 PAIRS: dict[str, Pair] = {
     "ppo": Pair("CartPole-v1", 100_000, 475.0, ours_ppo, sb3_ppo, "seminal.papers.rl.ppo"),
+    "ppo-same": Pair("CartPole-v1", 100_000, 475.0, ours_ppo, sb3_ppo, "seminal.papers.rl.ppo", settings="same"),
     "dqn": Pair("CartPole-v1", 50_000, 475.0, ours_dqn, sb3_dqn, "seminal.papers.rl.dqn"),
 }
 
@@ -179,10 +209,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="override every budget (a smoke test; 0: the pair's)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread each side: the comparison is per core
-    try:
-        import stable_baselines3  # noqa: F401
-    except ImportError:
-        raise SystemExit("Stable-Baselines3 is missing: pip install -e '.[bench]'") from None
+    sides = ("ours", "sb3") if importlib.util.find_spec("stable_baselines3") is not None else ("ours",)
+    if sides == ("ours",):
+        print("Stable-Baselines3 is missing (pip install -e '.[bench]'): running our side only, no ratios")
     for algo in [a.strip() for a in args.algos.split(",") if a.strip()]:
         if algo not in PAIRS:
             raise SystemExit(f"unknown algo '{algo}'; choose from {', '.join(PAIRS)}")
@@ -195,20 +224,22 @@ def main() -> None:
         print(f"\n== {algo.upper()} on {pair.env_id}: {pair.budget:,} env steps, solved = greedy return >= "
               f"{pair.threshold:g} (eval every {pair.eval_every:,} steps, {pair.episodes} episodes) ==")
         print(f"{'seed':>4} {'side':>5} {'steps/s':>8} {'wall s':>7} {'solve step':>10} {'solve s':>8} {'final':>6}")
-        rows: dict[str, list[dict]] = {"ours": [], "sb3": []}
+        rows: dict[str, list[dict]] = {side: [] for side in sides}
         for seed in range(args.seeds):
-            for side in ("ours", "sb3"):
+            for side in sides:
                 r = run_side(side, algo, seed)
                 rows[side].append(r)
                 print(f"{seed:>4} {side:>5} {r['steps_per_s']:>8.0f} {r['seconds']:>7.1f} "
                       f"{_fmt(r['solve_step'], ',d'):>10} {_fmt(r['solve_seconds'], '.1f'):>8} {r['final']:>6.1f}",
                       flush=True)
-        for side in ("ours", "sb3"):
+        for side in sides:
             rs = rows[side]
             solved = [r["solve_seconds"] for r in rs if r["solve_seconds"] is not None]
             print(f"{side:>5}: {np.mean([r['steps_per_s'] for r in rs]):.0f} steps/s, solved {len(solved)}/{len(rs)}"
                   f" seeds, mean time to solve {_fmt(float(np.mean(solved)) if solved else None, '.1f')} s, "
                   f"final {np.mean([r['final'] for r in rs]):.1f}")
+        if "sb3" not in rows:
+            continue
         ours_t = [r["solve_seconds"] for r in rows["ours"]]
         sb3_t = [r["solve_seconds"] for r in rows["sb3"]]
         if all(t is not None for t in ours_t + sb3_t):

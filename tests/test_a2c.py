@@ -75,3 +75,78 @@ def test_smoke_deterministic_and_resume(tmp_path):
     resumed = execute("a2c", "quick", 0, None, resume_dir=run_dir, progress=False)
     assert resumed["resumed"] and np.isfinite(resumed["metrics"]["eval/return"])
     assert dataclasses.asdict(a2c.PRESETS["quick"])["n_steps"] == 5  # t_max = 5, the paper's
+
+
+# ---- one whole update against an independent computation ------------------------------------------------
+def naive_nstep_returns(rollout, gamma):
+    """R_t by its definition, one actor and one t at a time: rewards summed forward to the episode's or the
+    rollout's end, then gamma^k V of the state reached (0 where the episode terminated)."""
+    T, N = rollout["rewards"].shape
+    R = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            total, k = 0.0, t
+            while True:
+                total += gamma ** (k - t) * rollout["rewards"][k, n]
+                if rollout["dones"][k, n] or k == T - 1:
+                    boot = 0.0 if rollout["terminated"][k, n] else rollout["next_values"][k, n]
+                    total += gamma ** (k - t + 1) * boot
+                    break
+                k += 1
+            R[t, n] = total
+    return R
+
+
+def fixed_rollout(T=5, N=3, obs_dim=3, n_actions=2, seed=0):
+    """A (T, N) rollout with an episode that terminates (env 0, t=1: its next value must be ignored), one that
+    is truncated (env 1, t=2: bootstraps from V of its final observation) and one that runs on (env 2)."""
+    rng = np.random.default_rng(seed)
+    ro = {"obs": rng.normal(size=(T, N, obs_dim)).astype(np.float32),
+          "actions": rng.integers(n_actions, size=(T, N)),
+          "rewards": rng.normal(1.0, 0.5, size=(T, N)).astype(np.float32),
+          "values": rng.normal(size=(T, N)).astype(np.float32),
+          "next_values": rng.normal(3.0, 1.0, size=(T, N)).astype(np.float32),
+          "logp": rng.normal(-0.7, 0.1, size=(T, N)).astype(np.float32),
+          "terminated": np.zeros((T, N), bool), "dones": np.zeros((T, N), bool)}
+    ro["terminated"][1, 0] = ro["dones"][1, 0] = True
+    ro["dones"][2, 1] = True
+    return ro
+
+
+@pytest.mark.parametrize("anneal", [False, True])
+def test_one_update_equals_an_independent_autograd_step(anneal):
+    """a2c.make_update, the closure `train` runs, against the loss written from the paper: n-step returns by
+    their definition, A = R - V with no gradient into V through the policy term, +beta H, c (R - V)^2."""
+    cfg = dataclasses.replace(a2c.PRESETS["quick"], gamma=0.9, lr=0.05, ent_coef=0.3, vf_coef=0.7, anneal_lr=anneal,
+                              max_grad_norm=0.0)
+    model = ActorCritic(3, gymnasium.spaces.Discrete(2), hidden=(4,), seed=0)
+    with torch.no_grad():
+        model.pi_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))  # a non-uniform policy
+    ref = ActorCritic(3, gymnasium.spaces.Discrete(2), hidden=(4,), seed=0)
+    ref.load_state_dict(model.state_dict())
+    ro = fixed_rollout()
+    update = a2c.make_update(model, torch.optim.SGD(model.parameters(), lr=cfg.lr), cfg)
+    update(ro, 0.5, np.random.default_rng(0))
+
+    obs = torch.as_tensor(ro["obs"].reshape(-1, 3))
+    actions = torch.as_tensor(ro["actions"].reshape(-1))
+    R = torch.as_tensor(naive_nstep_returns(ro, cfg.gamma).reshape(-1), dtype=torch.float32)
+    d = torch.distributions.Categorical(logits=ref.pi_head(ref.pi_body(obs)))
+    V = ref.v_head(ref.v_body(obs)).squeeze(-1)
+    A = R - V.detach()
+    loss = (-(d.log_prob(actions) * A).mean() - cfg.ent_coef * d.entropy().mean()
+            + cfg.vf_coef * 0.5 * ((R - V) ** 2).mean())
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    lr = cfg.lr * (0.5 if anneal else 1.0)
+    for (name, p), p0, g in zip(model.named_parameters(), ref.parameters(), grads):
+        torch.testing.assert_close(p.detach(), p0.detach() - lr * g, rtol=1e-5, atol=1e-6, msg=name)
+    moved = [n for (n, p), p0 in zip(model.named_parameters(), ref.parameters()) if not torch.equal(p, p0)]
+    assert moved and any(n.startswith("v_") for n in moved) and any(n.startswith("pi_") for n in moved)
+
+
+def test_nstep_returns_by_definition():
+    ro = fixed_rollout(T=6, N=4, seed=3)
+    ro["terminated"][4, 2] = ro["dones"][4, 2] = True
+    ro["dones"][0, 3] = True
+    got = a2c.nstep_returns(ro["rewards"], ro["next_values"], ro["terminated"], ro["dones"], 0.95)
+    np.testing.assert_allclose(got, naive_nstep_returns(ro, 0.95), rtol=1e-6)

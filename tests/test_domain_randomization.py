@@ -59,15 +59,25 @@ def test_longer_pole_falls_slower():
     assert angles[2.0] < angles[1.0] < angles[0.5]
 
 
-def test_pendulum_step_matches_hand_equations():
-    env = fixed("Pendulum-v1", m=2.0, l=0.7, g=0.3, max_torque=0.25)  # x nominal (1, 1, 10, 2)
+def pendulum_by_hand(th, thdot, torque, m, l, g, dt=0.05):
+    new_thdot = thdot + (3 * g / (2 * l) * math.sin(th) + 3.0 / (m * l**2) * torque) * dt
+    new_th = th + new_thdot * dt
+    return [math.cos(new_th), math.sin(new_th), new_thdot]
+
+
+@pytest.mark.parametrize("torque_scale, u, torque", [
+    (0.25, 1.5, 0.375),  # gain 0.25: 1.5 N m asked (nominal units), 0.375 applied, inside the new limit 0.5
+    (2.0, 1.5, 3.0),     # gain 2: 3 N m, beyond the nominal limit of 2 that the action space is fixed at
+    (2.0, 2.0, 4.0),     # the largest action gives the new limit
+])
+def test_pendulum_step_matches_hand_equations(torque_scale, u, torque):
+    # Fails if the torque's scale only moves the env's clip (the action space stays [-2, 2]: no effect above 1).
+    env = fixed("Pendulum-v1", m=2.0, l=0.7, g=0.3, max_torque=torque_scale)  # x nominal (1, 1, 10, 2)
     env.reset(seed=1)
-    th, thdot, u = 0.4, -1.0, 1.5  # u above the new torque limit: clipped to 0.5
+    th, thdot = 0.4, -1.0
     env.unwrapped.state = np.array([th, thdot])
     obs, *_ = env.step(np.array([u], dtype=np.float32))
-    new_thdot = thdot + (3 * 3.0 / (2 * 0.7) * math.sin(th) + 3.0 / (2.0 * 0.7**2) * 0.5) * 0.05
-    new_th = th + new_thdot * 0.05
-    np.testing.assert_allclose(obs, [math.cos(new_th), math.sin(new_th), new_thdot], rtol=1e-5)
+    np.testing.assert_allclose(obs, pendulum_by_hand(th, thdot, torque, m=2.0, l=0.7, g=3.0), rtol=1e-5)
 
 
 def test_resampled_every_episode_within_ranges_and_held_within_episode():
@@ -175,3 +185,70 @@ def test_train_smoke(tmp_path, monkeypatch):
                 "randomized/heldout_return"):
         assert math.isfinite(metrics[key])
     assert (tmp_path / "run" / "plots" / "return_vs_shift.png").exists()
+
+
+def test_sampling_is_log_uniform_over_the_range():
+    # log s ~ U[log lo, log hi]: its quartiles sit at a quarter, half and three quarters of the log range.
+    # A uniform draw of s itself would put the geometric midpoint at the 33rd percentile of [0.5, 2].
+    rng = np.random.default_rng(0)
+    lo, hi = 0.5, 2.0
+    s = np.array([dr.sample_physics(rng, {"x": 3.0}, {"x": (lo, hi)})["x"] / 3.0 for _ in range(20_000)])
+    assert s.min() >= lo and s.max() <= hi
+    q = np.quantile(np.log(s), [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(q, math.log(lo) + np.array([0.25, 0.5, 0.75]) * math.log(hi / lo), atol=0.02)
+
+
+def test_training_never_reaches_the_outside_settings():
+    # Every held-out setting marked "outside" lies beyond everything the training envs draw, for every axis.
+    cfg = dr.PRESETS["quick"]
+    env = dr.training_env(cfg, randomized=True)()
+    env.reset(seed=0)
+    scales, sigmas, delays = {k: [] for k in cfg.randomize}, [], []
+    for _ in range(3000):
+        env.reset()
+        for k in cfg.randomize:
+            scales[k].append(env.physics[k] / env.nominal[k])
+        sigmas.append(env.sigma)
+        delays.append(env.latency)
+    assert set(delays) == set(range(cfg.delay_max + 1))  # the latency really is randomized at reset
+    for axis, value, inside, _ in dr.heldout_settings(cfg):
+        seen = scales.get(axis) or (sigmas if axis == "obs_noise" else delays)
+        reached = min(seen) <= value <= max(seen)
+        if not inside:
+            assert not reached and (value < min(seen) / 1.5 or value > max(seen) * 1.5 or axis == "delay"), axis
+    nominal = dr.training_env(cfg, randomized=False)()
+    assert not isinstance(nominal, dr.DynamicsRandomization)  # the nominal arm trains on the plain env
+
+
+def test_config_rejects_an_outside_setting_inside_the_range():
+    from seminal.core.config import check_ranges
+    from seminal.core.errors import SeminalError
+
+    with pytest.raises(SeminalError, match="eval_scales_outside"):
+        check_ranges(dataclasses.replace(dr.PRESETS["quick"], eval_scales_outside=(0.25, 1.5)))
+    with pytest.raises(SeminalError, match="scale_low"):
+        check_ranges(dataclasses.replace(dr.PRESETS["quick"], scale_low=-1.0))
+
+
+def test_evaluation_grid_sets_each_held_out_system(monkeypatch):
+    # evaluate_grid must build each held-out system (physics, noise, latency) on the env it scores.
+    seen = []
+
+    def fake_evaluate(act, env_id, episodes, seed, env=None):
+        if env is not None:
+            env.reset(seed=seed)
+            seen.append((dict(env.physics), env.sigma, env.latency))
+        return [0.0]
+
+    monkeypatch.setattr(dr, "evaluate", fake_evaluate)
+    cfg = dr.PRESETS["quick"]
+    dr.evaluate_grid(lambda obs: 0, cfg)
+    settings = dr.heldout_settings(cfg)
+    assert len(seen) == len(settings)
+    for (axis, value, _, _), (physics, sigma, latency) in zip(settings, seen):
+        if axis in cfg.randomize:
+            assert physics[axis] == pytest.approx(CARTPOLE_NOMINAL[axis] * value)
+        elif axis == "obs_noise":
+            assert sigma == value
+        else:
+            assert latency == value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch
 from seminal.core.errors import SeminalError
 from seminal.core.run import Run
 from seminal.papers.rl import ppo
+from seminal.papers.rl._onpolicy import ActorCritic
 from seminal.papers.rl.ppo import clipped_surrogate, max_drop
 
 TINY = dataclasses.replace(ppo.PRESETS["quick"], total_steps=1024, n_envs=4, n_steps=64, epochs=2, minibatch=128,
@@ -80,6 +82,99 @@ def test_bad_env_is_a_one_line_error(env_id, match):
 def test_smoke_train_runs_both_variants(tmp_path):
     with Run(tmp_path, "ppo", 0, TINY, progress=False, tensorboard=False) as run:
         metrics = ppo.train(TINY, run)
-    for key in ("eval/return", "noclip/eval_return", "ablation/drop_gap"):
+    for key in ("eval/return", "noclip/eval_return", "ablation/drop_gap", "ablation/kl_ratio",
+                "ablation/last100_gap"):
         assert np.isfinite(metrics[key])
     assert (tmp_path / "plots" / "learning_curve.png").exists()
+
+
+# ---- one whole update against an independent computation ------------------------------------------------
+def naive_gae(ro, gamma, lam):
+    """A_t = sum_l (gamma lambda)^l delta_{t+l} by its definition, stopping at the episode's end (Eq. 11-12)."""
+    T, N = ro["rewards"].shape
+    nv = np.where(ro["terminated"], 0.0, ro["next_values"])
+    delta = ro["rewards"] + gamma * nv - ro["values"]
+    A = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            for k in range(t, T):
+                A[t, n] += (gamma * lam) ** (k - t) * delta[k, n]
+                if ro["dones"][k, n]:
+                    break
+    return A
+
+
+def hand_loss(model, obs, actions, old_logp, A, targets, cfg):
+    """-(L^CLIP - c1 L^VF + c2 H), written per sample with the case analysis of Eq. (7) spelled out."""
+    d = torch.distributions.Categorical(logits=model.pi_head(model.pi_body(obs)))
+    ratio = torch.exp(d.log_prob(actions) - old_logp)  # pi_theta / pi_old
+    terms = []
+    for r, a in zip(ratio, A):
+        if a >= 0 and r > 1 + cfg.clip:
+            terms.append((1 + cfg.clip) * a)  # the clipped term is the min: constant, no gradient
+        elif a < 0 and r < 1 - cfg.clip:
+            terms.append((1 - cfg.clip) * a)
+        else:
+            terms.append(r * a)
+    l_clip = torch.stack(terms).mean()
+    l_vf = 0.5 * ((model.v_head(model.v_body(obs)).squeeze(-1) - targets) ** 2).mean()
+    return -(l_clip - cfg.vf_coef * l_vf + cfg.ent_coef * d.entropy().mean()), ratio
+
+
+def test_two_epochs_of_the_update_equal_hand_written_sgd_steps():
+    """ppo.make_update (the closure `train_policy` runs) for K = 2 full-batch epochs, with SGD in place of Adam
+    so the expected parameters are theta - lr grad, against Eq. (7)/(9) written by hand on GAE by definition."""
+    cfg = dataclasses.replace(ppo.PRESETS["quick"], epochs=2, minibatch=10_000, lr=0.2, anneal_lr=True, gamma=0.9,
+                              lam=0.7, clip=0.2, vf_coef=0.5, ent_coef=0.05, max_grad_norm=0.0, norm_adv=True)
+    model = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(5,), seed=0)
+    with torch.no_grad():
+        model.pi_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+    ref = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(5,), seed=0)
+    ref.load_state_dict(model.state_dict())
+    rng = np.random.default_rng(2)
+    T, N = 6, 3
+    obs = rng.normal(size=(T, N, 3)).astype(np.float32)
+    actions = rng.integers(3, size=(T, N))
+    with torch.no_grad():
+        logp_now = model.dist(torch.as_tensor(obs.reshape(-1, 3))).log_prob(torch.as_tensor(actions.reshape(-1)))
+    # pi_old differs from pi_theta (as after earlier epochs): ratios from about 0.55 to 1.8, both sides of the clip
+    old_logp = logp_now.numpy().reshape(T, N) + rng.uniform(-0.6, 0.6, size=(T, N)).astype(np.float32)
+    ro = {"obs": obs, "actions": actions, "logp": old_logp, "rewards": rng.normal(1.0, 1.0, (T, N)),
+          "values": rng.normal(size=(T, N)), "next_values": rng.normal(2.0, 1.0, (T, N)),
+          "terminated": np.zeros((T, N), bool), "dones": np.zeros((T, N), bool)}
+    ro["terminated"][2, 0] = ro["dones"][2, 0] = True
+    ro["dones"][3, 1] = True
+
+    A = naive_gae(ro, cfg.gamma, cfg.lam)
+    targets = torch.as_tensor((A + ro["values"]).reshape(-1), dtype=torch.float32)  # lambda-returns
+    A = A.reshape(-1)
+    A = torch.as_tensor((A - A.mean()) / (A.std(ddof=1) + 1e-8), dtype=torch.float32)
+    t_obs, t_act = torch.as_tensor(obs.reshape(-1, 3)), torch.as_tensor(actions.reshape(-1))
+    t_old = torch.as_tensor(old_logp.reshape(-1))
+    lr = cfg.lr * (1 - 0.25)  # annealed: progress 0.25
+    clipped_somewhere = False
+    for _ in range(cfg.epochs):
+        loss, ratio = hand_loss(ref, t_obs, t_act, t_old, A, targets, cfg)
+        clipped_somewhere |= bool((((ratio > 1.2) & (A > 0)) | ((ratio < 0.8) & (A < 0))).any())
+        grads = torch.autograd.grad(loss, list(ref.parameters()))
+        with torch.no_grad():
+            for p, g in zip(ref.parameters(), grads):
+                p -= lr * g
+    assert clipped_somewhere  # the fixture exercises the clip
+
+    update = ppo.make_update(model, torch.optim.SGD(model.parameters(), lr=cfg.lr), cfg)
+    update(ro, 0.25, np.random.default_rng(0))
+    for (name, p), p_ref in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.detach(), p_ref.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_gae_by_definition():
+    from seminal.papers.rl.gae import gae
+
+    rng = np.random.default_rng(7)
+    T, N = 7, 4
+    ro = {"rewards": rng.normal(size=(T, N)), "values": rng.normal(size=(T, N)),
+          "next_values": rng.normal(size=(T, N)), "terminated": rng.random((T, N)) < 0.15}
+    ro["dones"] = ro["terminated"] | (rng.random((T, N)) < 0.15)
+    got = gae(ro["rewards"], ro["values"], ro["next_values"], ro["terminated"], ro["dones"], 0.95, 0.8)
+    np.testing.assert_allclose(got, naive_gae(ro, 0.95, 0.8), rtol=1e-10)

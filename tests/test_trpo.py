@@ -90,3 +90,129 @@ def test_smoke_run_is_deterministic(tmp_path):
     assert results[0]["eval/return"] == results[1]["eval/return"]
     assert histories[0] == histories[1] and len(histories[0][0]) == 4  # 2048 / (4 x 128) iterations
     assert np.isfinite(results[0]["eval/return"])
+
+
+# ---- one whole update against an independent computation ------------------------------------------------
+def naive_returns(ro, gamma):
+    """Discounted return from each (t, n) by its definition: to the episode's or the rollout's end, then
+    gamma^k V of the state reached (0 where the episode terminated)."""
+    T, N = ro["rewards"].shape
+    R = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            total, k = 0.0, t
+            while True:
+                total += gamma ** (k - t) * ro["rewards"][k, n]
+                if ro["dones"][k, n] or k == T - 1:
+                    total += gamma ** (k - t + 1) * (0.0 if ro["terminated"][k, n] else ro["next_values"][k, n])
+                    break
+                k += 1
+            R[t, n] = total
+    return R
+
+
+def explicit_fisher(model, obs, params):
+    """F = E_s sum_a pi(a|s) grad log pi(a|s) grad log pi(a|s)^T, from per-(s, a) autograd gradients."""
+    n = sum(p.numel() for p in params)
+    F = torch.zeros(n, n, dtype=torch.float64)
+    probs = model.dist(obs).probs.detach()
+    for i in range(len(obs)):
+        for a in range(probs.shape[1]):
+            logp = model.dist(obs[i:i + 1]).log_prob(torch.tensor([a]))[0]
+            g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(logp, params)])
+            F += probs[i, a] * torch.outer(g, g) / len(obs)
+    return F
+
+
+def rollout_for(model, T=4, N=3, seed=5):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(T, N, 3))
+    with torch.no_grad():
+        d = model.dist(torch.as_tensor(obs.reshape(-1, 3)))
+        actions = torch.as_tensor(rng.integers(3, size=T * N))
+        logp = d.log_prob(actions).numpy().reshape(T, N)  # collected by this very policy: pi_old = pi_theta
+    ro = {"obs": obs, "actions": actions.numpy().reshape(T, N), "logp": logp,
+          "rewards": rng.normal(1.0, 1.0, size=(T, N)), "values": rng.normal(size=(T, N)),
+          "next_values": rng.normal(2.0, 1.0, size=(T, N)),
+          "terminated": np.zeros((T, N), bool), "dones": np.zeros((T, N), bool)}
+    ro["terminated"][1, 0] = ro["dones"][1, 0] = True  # terminated: its next value must not count
+    ro["dones"][2, 1] = True  # truncated: bootstraps from V of the final observation
+    return ro
+
+
+@pytest.mark.parametrize("max_kl, damping, backtracked", [(0.01, 0.1, False), (0.01, 0.001, True)])
+def test_one_update_is_the_line_searched_natural_gradient_step(max_kl, damping, backtracked):
+    """trpo.make_update (the closure `train` runs) against the paper's step built from the explicit Fisher:
+    s = (F + damping I)^-1 g, beta = sqrt(2 delta / s^T F s), then the first 0.5^k beta s whose exact KL is
+    <= delta and whose exact surrogate improves (App. C); V by one Adam step on the single-path returns."""
+    model, _ = tiny_policy()
+    cfg = dataclasses.replace(trpo.PRESETS["quick"], gamma=0.9, max_kl=max_kl, cg_damping=damping, cg_iters=60,
+                              backtracks=12, vf_epochs=1, vf_minibatch=1000, vf_lr=0.01)
+    ro = rollout_for(model)
+    params = model.policy_parameters()
+    theta_old = torch.cat([p.detach().reshape(-1) for p in params])
+    v_old = [p.detach().clone() for p in [*model.v_body.parameters(), *model.v_head.parameters()]]
+    obs = torch.as_tensor(ro["obs"].reshape(-1, 3))
+    actions = torch.as_tensor(ro["actions"].reshape(-1))
+    old_logp = torch.as_tensor(ro["logp"].reshape(-1))
+
+    # the expected step, independently
+    R = naive_returns(ro, cfg.gamma).reshape(-1)
+    A = R - ro["values"].reshape(-1)  # single path: discounted return minus the baseline
+    A = torch.as_tensor((A - A.mean()) / (A.std(ddof=1) + 1e-8))
+    surr = (torch.exp(model.dist(obs).log_prob(actions) - old_logp) * A).mean()
+    g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(surr, params)])
+    Fd = explicit_fisher(model, obs, params) + cfg.cg_damping * torch.eye(len(g), dtype=torch.float64)
+    s = torch.linalg.solve(Fd, g)
+    full = torch.sqrt(2 * max_kl / (s @ Fd @ s)) * s
+    probe = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(4,), seed=1).double()
+    probe.load_state_dict(model.state_dict())
+    p_params = probe.policy_parameters()
+    old = torch.distributions.Categorical(logits=model.dist(obs).logits.detach())
+    expected, accepted = theta_old, None
+    with torch.no_grad():
+        for k in range(cfg.backtracks):
+            torch.nn.utils.vector_to_parameters(theta_old + 0.5**k * full, p_params)
+            new = probe.dist(obs)
+            kl = torch.distributions.kl_divergence(old, new).mean().item()
+            gain = ((torch.exp(new.log_prob(actions) - old_logp) * A).mean() - surr).item()
+            if k == 0:
+                assert gain > 0 and (kl > max_kl) == backtracked  # the fixture needs (or not) the KL check
+            if kl <= max_kl and gain > 0:
+                expected, accepted = theta_old + 0.5**k * full, k
+                break
+    assert accepted is not None and (accepted > 0) == backtracked
+
+    update = trpo.make_update(model, trpo.value_optimizer(model, cfg), cfg)
+    info = update(ro, 0.0, np.random.default_rng(0))
+    step = torch.cat([p.detach().reshape(-1) for p in params]) - theta_old
+    want = expected - theta_old  # CG's residual tolerance leaves ~1e-4 relative error; a plain-gradient step is far
+    assert (step - want).norm() <= 1e-3 * want.norm()
+    assert (step @ s) / (step.norm() * s.norm()) > 1 - 1e-6  # parallel to (F + damping I)^-1 g
+    assert info["step_frac"] == 0.5**accepted and info["kl"] <= max_kl
+
+    # V: one Adam step (first step: each parameter moves by lr * sign of its gradient) on 0.5 (V - R)^2
+    vref = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(4,), seed=1).double()
+    vparams = [*vref.v_body.parameters(), *vref.v_head.parameters()]
+    for p, p0 in zip(vparams, v_old):
+        p.data.copy_(p0)
+    loss = 0.5 * (vref.value(obs) - torch.as_tensor(R)).pow(2).mean()
+    opt = torch.optim.Adam(vparams, lr=cfg.vf_lr)
+    loss.backward()
+    opt.step()
+    for p, p_ref in zip([*model.v_body.parameters(), *model.v_head.parameters()], vparams):
+        torch.testing.assert_close(p.detach(), p_ref.detach(), rtol=1e-6, atol=1e-9)
+
+
+def test_line_search_keeps_the_old_policy_when_the_surrogate_falls(monkeypatch):
+    # Hand the line search a descent direction (-g, as a wrong solve would): every candidate is inside the trust
+    # region for small enough k but lowers the exact surrogate, so the old policy must be kept.
+    model, obs = tiny_policy()
+    actions = torch.tensor([0, 1, 2, 0, 1])
+    old_logp = model.dist(obs).log_prob(actions).detach()
+    adv = torch.tensor([1.0, -0.5, 2.0, -1.0, 0.3], dtype=torch.float64)
+    monkeypatch.setattr(trpo, "conjugate_gradient", lambda Avp, b, iters=10: -b)
+    theta = torch.cat([p.detach().reshape(-1).clone() for p in model.policy_parameters()])
+    info = trpo_step(model, obs, actions, old_logp, adv, max_kl=0.01, damping=0.1, cg_iters=10, backtracks=15)
+    assert info["step_frac"] == 0.0
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in model.policy_parameters()]), theta)

@@ -175,7 +175,8 @@ class Episodes:
         return {"ret": self.ret.copy(), "steps": list(self.steps), "returns": list(self.returns)}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.ret, self.steps, self.returns = np.asarray(state["ret"], float), list(state["steps"]), list(state["returns"])
+        self.ret = np.asarray(state["ret"], float)
+        self.steps, self.returns = list(state["steps"]), list(state["returns"])
 
     def add(self, rewards: np.ndarray, dones: np.ndarray, step: int) -> None:
         self.ret += rewards
@@ -273,14 +274,16 @@ order); it returns floats to log (a non-finite one stops the run with a one-line
 def onpolicy_loop(envs: Any, env: EnvSource, model: ActorCritic, update: Update, stateful: dict[str, Any],
                   cfg: Any, *, seed: int, run: Run | None = None, prefix: str = "train", resume: dict | None = None,
                   outer: dict | None = None, log_every: int = 1, hint: str = "lr",
-                  solved_return: float = math.inf) -> Policy:
+                  solved_return: float = math.inf, evaluator: Callable[..., list[float]] = evaluate) -> Policy:
     """The on-policy training loop around a paper's `update`; returns the trained `Policy`.
 
     envs: the vector env (from `make_vec_env`), closed at the end; env: its id or factory (for evaluation).
     cfg: any config with total_steps, n_envs, n_steps, eval_every, eval_episodes, checkpoint_every.
     stateful: objects with state_dict/load_state_dict (optimizers) saved with the model in checkpoints.
+    evaluator: the greedy evaluation, with `seminal.core.rl.evaluate`'s signature (benchmarks pass a timed one).
     With a `run`, metrics go to `<prefix>/...`; with `outer` (a dict) too, a checkpoint `{**outer, "loop": ...}`
-    is written every `checkpoint_every` updates; pass the restored `state["loop"]` back as `resume`.
+    is written every `checkpoint_every` updates and whenever `run.due()` (Ctrl-C, or `checkpoint_seconds`
+    since the last one), so Ctrl-C stops within one update; pass the restored `state["loop"]` back as `resume`.
     """
     rng = np.random.default_rng(seed)
     batch = cfg.n_envs * cfg.n_steps
@@ -304,7 +307,7 @@ def onpolicy_loop(envs: Any, env: EnvSource, model: ActorCritic, update: Update,
 
     def greedy_return() -> float:
         eval_env = None if isinstance(env, str) else env()
-        return float(np.mean(evaluate(policy, env if isinstance(env, str) else "", cfg.eval_episodes, env=eval_env)))
+        return float(np.mean(evaluator(policy, env if isinstance(env, str) else "", cfg.eval_episodes, env=eval_env)))
 
     t0 = time.perf_counter()
     while done < n_updates:
@@ -324,7 +327,8 @@ def onpolicy_loop(envs: Any, env: EnvSource, model: ActorCritic, update: Update,
             policy.evals.append((step, greedy_return()))
             if run is not None:
                 run.log({f"{prefix}/eval_return": policy.evals[-1][1]}, step=step)
-        if run is not None and outer is not None and done % cfg.checkpoint_every == 0 and done < n_updates:
+        if (run is not None and outer is not None and done < n_updates
+                and (done % cfg.checkpoint_every == 0 or run.due())):  # every N updates, or on Ctrl-C / time
             loop = {"update": done, "model": model.state_dict(), "rng": rng_state(rng), "evals": policy.evals,
                     "episodes": episodes.state(), "envs": env_state(envs), "obs": obs,
                     **{key: obj.state_dict() for key, obj in stateful.items()}}

@@ -34,7 +34,7 @@ from seminal.core.claims import Claim
 from seminal.core.config import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, Sizes
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
-from seminal.papers.rl._onpolicy import ActorCritic, flat, make_vec_env, onpolicy_loop, one_thread
+from seminal.papers.rl._onpolicy import ActorCritic, flat, make_vec_env, one_thread, onpolicy_loop
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Config:
 
 
 PRESETS = {
-    "quick": Config(),
+    "quick": Config(eval_every=50_000),  # the claim reads only the final evaluation
     "full": Config(env_id="LunarLander-v3", total_steps=2_000_000, n_envs=16, gamma=0.995, ent_coef=0.01,
                    lr=7e-4, eval_every=100_000),
 }
@@ -82,9 +82,10 @@ PRESETS = {
 CLAIMS = {
     "quick": [Claim("A2C solves CartPole-v1 (greedy return >= 475) within 200k env steps", "eval/return", ">=",
                     475.0, "475 = CartPole-v1 reward_threshold; SB3 zoo A2C 500 at 500k steps",
-                    "gymnasium CartPole-v1; rl-baselines3-zoo benchmark")],
+                    "gymnasium CartPole-v1; rl-baselines3-zoo benchmark", bar="peer")],
     "full": [Claim("A2C solves LunarLander-v3 (return >= 200)", "eval/return", ">=", 200.0,
-                   "200 = solved; SB3 zoo A2C ~150 (LunarLander-v2, 5M steps)", "rl-baselines3-zoo benchmark")],
+                   "200 = solved; SB3 zoo A2C ~150 (LunarLander-v2, 5M steps)", "rl-baselines3-zoo benchmark",
+                   bar="peer")],
 }
 
 
@@ -113,6 +114,30 @@ def nstep_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: np.n
     return ret
 
 
+def make_update(model: ActorCritic, opt: torch.optim.Optimizer, cfg: Config, device: torch.device | str = "cpu"):
+    """The paper's update as `onpolicy_loop` calls it: `update(rollout, progress, rng) -> metrics` (Alg. S3)."""
+    dtype = next(model.parameters()).dtype
+
+    def update(rollout: dict[str, np.ndarray], progress: float, rng: np.random.Generator) -> dict[str, float]:
+        """One synchronous A2C step on the N x t_max rollout (Alg. S3, all actors' gradients at once)."""
+        if cfg.anneal_lr:
+            opt.param_groups[0]["lr"] = cfg.lr * (1.0 - progress)  # §8: linear annealing to 0
+        returns = nstep_returns(rollout["rewards"], rollout["next_values"], rollout["terminated"], rollout["dones"],
+                                cfg.gamma)
+        obs = flat(rollout["obs"], device, dtype)
+        logp, entropy = model.log_prob_entropy(obs, flat(rollout["actions"], device, torch.long))
+        loss, parts = a2c_loss(logp, entropy, model.value(obs), flat(returns, device, dtype), cfg.ent_coef,
+                               cfg.vf_coef)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
+
+    return update
+
+
 def train(cfg: Config, run: Run) -> dict[str, float]:
     with one_thread(run.device):
         return _train(cfg, run)
@@ -126,26 +151,10 @@ def _train(cfg: Config, run: Run) -> dict[str, float]:
         opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)
-
-    def update(rollout: dict[str, np.ndarray], progress: float, rng: np.random.Generator) -> dict[str, float]:
-        """One synchronous A2C step on the N x t_max rollout (Alg. S3, all actors' gradients at once)."""
-        if cfg.anneal_lr:
-            opt.param_groups[0]["lr"] = cfg.lr * (1.0 - progress)  # §8: linear annealing to 0
-        returns = nstep_returns(rollout["rewards"], rollout["next_values"], rollout["terminated"], rollout["dones"],
-                                cfg.gamma)
-        obs = flat(rollout["obs"], run.device)
-        logp, entropy = model.log_prob_entropy(obs, flat(rollout["actions"], run.device, torch.long))
-        loss, parts = a2c_loss(logp, entropy, model.value(obs), flat(returns, run.device), cfg.ent_coef, cfg.vf_coef)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
-
     state = run.restore()
-    policy = onpolicy_loop(envs, cfg.env_id, model, update, {"opt": opt}, cfg, seed=run.seed, run=run, prefix="a2c",
-                           resume=state["loop"] if state else None, outer={}, log_every=50)
+    policy = onpolicy_loop(envs, cfg.env_id, model, make_update(model, opt, cfg, run.device), {"opt": opt}, cfg,
+                           seed=run.seed, run=run, prefix="a2c", resume=state["loop"] if state else None, outer={},
+                           log_every=50)
     steps, rets = policy.curve
     line_plot(run.plots_dir / "learning_curve.png",
               {"training episodes": (steps, rets),
