@@ -12,6 +12,7 @@ import torch
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, seed_everything
+from seminal.data import vision
 from seminal.papers.optimisation import adam
 
 
@@ -114,7 +115,7 @@ def _run(tmp_path, name, seed=0, stop=None, **kw):
 
 
 def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr(adam, "load_mnist", _tiny_mnist)
+    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
     first = _run(tmp_path, "a")
     assert all(math.isfinite(v) for v in first.values())
     assert {"logreg/adam_speedup_vs_sgd", "mlp/adam_speedup_vs_sgd", "ablation/loss_ratio_uncorrected"} <= set(first)
@@ -164,8 +165,8 @@ def test_dataset_key_picks_the_loader(monkeypatch):
     def forbidden(split):
         raise AssertionError("dataset=fashion-mnist must not read MNIST")
 
-    monkeypatch.setattr(adam, "load_mnist", forbidden)
-    monkeypatch.setattr(adam, "load_fashion_mnist", _tiny_mnist)
+    monkeypatch.setattr(vision, "load_mnist", forbidden)
+    monkeypatch.setattr(vision, "load_fashion_mnist", _tiny_mnist)
     x, y = adam.images_flat("fashion-mnist", "train", 10)
     assert x.shape == (10, 784) and torch.equal(y, torch.from_numpy(_tiny_mnist("train")[1][:10]))
     assert float(x.max()) == 1.0 and float(x.min()) >= 0.0
@@ -186,7 +187,7 @@ def test_ablation_pair_differs_only_in_the_bias_correction():
 
 
 def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    monkeypatch.setattr(adam, "load_mnist", _tiny_mnist)
+    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
     first = _run(tmp_path, "a")  # 6 minibatches an epoch; 17 arms
     with pytest.raises(Interrupted):  # due() after every batch: the 8th checkpoint is the 2nd arm's 3rd batch
         _run(tmp_path, "b", stop=8, checkpoint_seconds=1e-9)

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from seminal.data import vision
 from seminal.papers.foundations import backprop as bp
 
 
@@ -165,8 +166,8 @@ def test_dataset_key_picks_the_loader(tmp_path, monkeypatch):
     def forbidden(split):
         raise AssertionError("dataset=fashion-mnist must not read MNIST")
 
-    monkeypatch.setattr(bp, "load_mnist", forbidden)
-    monkeypatch.setattr(bp, "load_fashion_mnist", _fake_images)
+    monkeypatch.setattr(vision, "load_mnist", forbidden)
+    monkeypatch.setattr(vision, "load_fashion_mnist", _fake_images)
     cfg = dataclasses.replace(bp.Config(), dataset="fashion-mnist", mnist_hidden=8, mnist_epochs=1, mnist_batch=20)
     with Run(tmp_path / "f", "backprop", 0, cfg, progress=False, tensorboard=False) as run:
         out = bp.mnist_experiment(cfg, run)
@@ -179,7 +180,7 @@ def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatc
     from seminal.core.errors import Interrupted
     from seminal.core.run import Run
 
-    monkeypatch.setattr(bp, "load_mnist", _fake_images)
+    monkeypatch.setattr(vision, "load_mnist", _fake_images)
     cfg = dataclasses.replace(bp.Config(), mnist_hidden=8, mnist_epochs=2, mnist_batch=8)  # 5 batches an epoch
 
     def run_(name, **kw):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, seed_everything
+from seminal.data import vision
 from seminal.papers.optimisation import dropout
 
 
@@ -110,7 +111,7 @@ def _run(tmp_path, name, seed=0, stop=None):
 
 
 def test_smoke_same_seed_and_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr(dropout, "load_mnist", _tiny_mnist)
+    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
     first = _run(tmp_path, "a")
     assert all(math.isfinite(v) for v in first.values())
     assert {"dropout/test_error_reduction", "dropout/gap_reduction"} <= set(first)
@@ -173,8 +174,8 @@ def test_dataset_key_picks_the_loader(monkeypatch):
     def forbidden(split):
         raise AssertionError("dataset=fashion-mnist must not read MNIST")
 
-    monkeypatch.setattr(dropout, "load_mnist", forbidden)
-    monkeypatch.setattr(dropout, "load_fashion_mnist", _tiny_mnist)
+    monkeypatch.setattr(vision, "load_mnist", forbidden)
+    monkeypatch.setattr(vision, "load_fashion_mnist", _tiny_mnist)
     x, y = dropout.images_flat("fashion-mnist", "test", 0)
     assert x.shape == (64, 784) and torch.equal(y, torch.from_numpy(_tiny_mnist("test")[1]))
 
@@ -189,7 +190,7 @@ def test_the_two_nets_differ_only_in_their_retain_probabilities():
 
 
 def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    monkeypatch.setattr(dropout, "load_mnist", _tiny_mnist)
+    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
     full = _run(tmp_path, "a")
 
     def interrupted():

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from seminal.core.errors import Interrupted
 from seminal.core.runner import execute
+from seminal.data import vision
 from seminal.papers.foundations import lenet5 as L
 
 # Table I of the paper, typed from the printed table: row = S2 map 0..5, column = C3 map 0..15, X = connected.
@@ -230,8 +231,8 @@ def test_dataset_key_picks_the_loader(tmp_path, monkeypatch, one_thread):
     def forbidden(split):
         raise AssertionError("dataset=fashion-mnist must not read MNIST")
 
-    monkeypatch.setattr(L, "load_mnist", forbidden)
-    monkeypatch.setattr(L, "load_fashion_mnist", fake)
+    monkeypatch.setattr(vision, "load_mnist", forbidden)
+    monkeypatch.setattr(vision, "load_fashion_mnist", fake)
     import dataclasses
 
     cfg = dataclasses.replace(L.PRESETS["quick"], dataset="fashion-mnist", epochs=1, train_limit=16, evals_per_epoch=1)
@@ -249,7 +250,7 @@ def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatc
         rng = np.random.default_rng(0 if split == "train" else 1)
         return rng.integers(0, 255, (40, 28, 28)).astype(np.uint8), rng.integers(0, 10, 40)
 
-    monkeypatch.setattr(L, "load_mnist", fake)
+    monkeypatch.setattr(vision, "load_mnist", fake)
     cfg = dataclasses.replace(L.PRESETS["quick"], epochs=2, train_limit=0, batch_size=8, evals_per_epoch=2)
 
     def run_(name, **kw):

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from seminal.core.claims import Claim
-from seminal.core.errors import SeminalError
 from seminal.core.config import field_docs
+from seminal.core.errors import SeminalError
 from seminal.syllabus import SYLLABUS
 
 IMPLEMENTED = [e for e in SYLLABUS if e.implemented]

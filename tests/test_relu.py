@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from seminal.core.run import Run
+from seminal.data import vision
 from seminal.papers.optimisation import relu
 
 TINY = replace(relu.PRESETS["quick"], activations=("sigmoid", "tanh", "relu"), hidden=(16, 16),
@@ -185,8 +186,8 @@ def test_dataset_key_picks_the_loader(monkeypatch):
     def forbidden(split):
         raise AssertionError("dataset=fashion-mnist must not read MNIST")
 
-    monkeypatch.setattr(relu, "load_mnist", forbidden)
-    monkeypatch.setattr(relu, "load_fashion_mnist", fake)
+    monkeypatch.setattr(vision, "load_mnist", forbidden)
+    monkeypatch.setattr(vision, "load_fashion_mnist", fake)
     cfg = replace(TINY, dataset="fashion-mnist", train_limit=20, test_limit=10)
     xtr, ytr, xte, yte = relu._mnist(cfg, torch.device("cpu"))
     assert xtr.shape == (20, 784) and xte.shape == (10, 784)

@@ -13,6 +13,7 @@ from torch import nn
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run, batches, epoch_rng
+from seminal.data import vision
 from seminal.papers.foundations import weight_decay as wd
 
 
@@ -258,8 +259,8 @@ def test_dataset_key_picks_the_loader(monkeypatch):
     def forbidden(split):
         raise AssertionError("dataset=fashion-mnist must not read MNIST")
 
-    monkeypatch.setattr(wd, "load_mnist", forbidden)
-    monkeypatch.setattr(wd, "load_fashion_mnist", fake)
+    monkeypatch.setattr(vision, "load_mnist", forbidden)
+    monkeypatch.setattr(vision, "load_fashion_mnist", fake)
     cfg = replace(TINY, dataset="fashion-mnist", mnist_train=20, mnist_test=10)
     xtr, ytr, xte, yte = wd._mnist_tensors(cfg, torch.device("cpu"))
     assert xtr.shape == (20, 784) and xte.shape == (10, 784)

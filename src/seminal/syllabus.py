@@ -66,7 +66,8 @@ class Entry:
                 raise
             extra = _EXTRAS.get(e.name.split(".")[0])
             fix = f"pip install 'seminal[{extra}]'" if extra else f"install {e.name}"
-            raise SeminalError(f"paper {self.number} ({self.slug}) needs {e.name}, which is not installed: {fix}") from e
+            raise SeminalError(
+                f"paper {self.number} ({self.slug}) needs {e.name}, which is not installed: {fix}") from e
 
     def result(self, results: Path | None = None, preset: str = "quick") -> dict | None:
         """The record `seminal reproduce` wrote for this paper and preset, if any."""

@@ -302,7 +302,8 @@ def reproduce(
     from tqdm.auto import tqdm
 
     # one bar for everything, in expected seconds (each paper's recorded time a seed-run), so its ETA is honest
-    bar = tqdm(total=sum(expect[e.slug] * len(per_paper[e.slug]) for e in todo), desc=f"reproduce {preset}", dynamic_ncols=True,
+    bar = tqdm(total=sum(expect[e.slug] * len(per_paper[e.slug]) for e in todo), desc=f"reproduce {preset}",
+               dynamic_ncols=True,
                disable=(not sys.stderr.isatty()) if progress is None else not progress,
                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, ~{remaining} left")
     bar.runs = [0, sum(len(per_paper[e.slug]) for e in todo)]  # seed-runs done, in all

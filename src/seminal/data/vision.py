@@ -166,15 +166,21 @@ def load_mnist(split: str = "train", folder: Path | None = None) -> tuple[np.nda
     return _idx_split(MNIST, split, folder)
 
 
-def mnist_flat(split: str, limit: int = 0, device=None):
-    """MNIST as torch tensors: images (N, 784) float32 in [0, 1] and labels (N,) int64; `limit` keeps the first N."""
+def images_flat(name: str, split: str, limit: int = 0, device=None):
+    """A 28x28 dataset (`mnist`, `fashion-mnist`) as torch tensors: images (N, 784) float32 in [0, 1] and labels
+    (N,) int64; `limit` keeps the first N."""
     import torch
 
-    images, labels = load_mnist(split)
+    images, labels = load_images(name, split)
     if limit:
         images, labels = images[:limit], labels[:limit]
     x = torch.tensor(images.reshape(len(images), -1), dtype=torch.float32, device=device) / 255.0  # (N, 784)
     return x, torch.tensor(labels, device=device)
+
+
+def mnist_flat(split: str, limit: int = 0, device=None):
+    """MNIST as `images_flat` gives it."""
+    return images_flat("mnist", split, limit, device)
 
 
 @functools.lru_cache(maxsize=8)

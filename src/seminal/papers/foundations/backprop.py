@@ -35,7 +35,7 @@ from seminal.core.claims import Claim
 from seminal.core.config import NonNegInt, PosFloat, PosInt, Range
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_fashion_mnist, load_mnist
+from seminal.data import load_images
 
 Momentum = Annotated[float, Range(ge=0, lt=1)]
 
@@ -205,11 +205,6 @@ def encoder_experiment(cfg: Config, rng: np.random.Generator) -> tuple[float, fl
     corner_distance = float(np.abs(codes - np.round(codes))[ok].mean()) if ok.any() else float("nan")
     best = codes[int(np.argmax(ok))] if ok.any() else codes[0]
     return float(correct.mean()), float(ok.mean()), corner_distance, np.stack(curve), best
-
-
-def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
-    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
 
 
 def mnist_experiment(cfg: Config, run: Run) -> dict[str, float]:

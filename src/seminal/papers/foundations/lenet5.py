@@ -48,7 +48,7 @@ from seminal.core.claims import Claim
 from seminal.core.config import NonNegInt, PosFloat, PosInt
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_fashion_mnist, load_mnist
+from seminal.data import load_images
 
 
 @dataclass(frozen=True)
@@ -264,11 +264,6 @@ def error_rate(net: LeNet5, x: Tensor, y: Tensor, batch: int = 500) -> float:
 
 
 # ---- training ----------------------------------------------------------------------------------------
-def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
-    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
-
-
 def sgd_step(net: LeNet5, x: Tensor, target: Tensor, lr: float, j: float) -> tuple[Tensor, Tensor]:
     """One update on Eq. (9)'s loss: W <- W - lr dE/dW for every trainable weight. Returns (loss, penalties)."""
     y = net(x)  # (B, 10) RBF penalties

@@ -41,7 +41,7 @@ from seminal.core.config import NonNegFloat, PosFloat, PosInt, Prob, Range
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_fashion_mnist, load_mnist
+from seminal.data import load_images
 
 Momentum = Annotated[float, Range(ge=0, lt=1)]
 
@@ -313,11 +313,6 @@ def noisy_labels(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np
     hit = rng.random(len(y)) < fraction
     y[hit] = rng.integers(0, 10, int(hit.sum()))
     return y
-
-
-def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
-    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
 
 
 def _mnist_tensors(cfg: Config, device: torch.device, seed: int = 0):

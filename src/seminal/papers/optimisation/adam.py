@@ -43,7 +43,7 @@ from seminal.core.claims import Claim
 from seminal.core.config import NonNegInt, PosFloat, PosInt, Range
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_fashion_mnist, load_mnist
+from seminal.data import images_flat
 
 Decay = Annotated[float, Range(ge=0, lt=1)]
 """A moving-average or momentum coefficient, in [0, 1)."""
@@ -262,20 +262,6 @@ def make_model(kind: str, hidden: int) -> nn.Module:
 
 
 # ---- training ------------------------------------------------------------------------------------------
-def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
-    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
-
-
-def images_flat(name: str, split: str, limit: int = 0, device=None) -> tuple[Tensor, Tensor]:
-    """Images (N, 784) float32 in [0, 1] and labels (N,); `limit` keeps the first N."""
-    images, labels = load_images(name, split)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    x = torch.tensor(images.reshape(len(images), -1), dtype=torch.float32, device=device) / 255.0
-    return x, torch.tensor(labels, device=device)
-
-
 def _arms(cfg: Config) -> list[tuple[str, str, float, int]]:
     """(model, optimizer, step-size multiplier, epochs); every arm of one model starts from the same weights."""
     arms = [("logreg", o, s, cfg.logreg_epochs) for o in OPTIMIZERS for s in cfg.logreg_lr_grid]

@@ -31,7 +31,6 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,7 +39,7 @@ from seminal.core.claims import Claim
 from seminal.core.config import NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Sizes
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_fashion_mnist, load_mnist
+from seminal.data import images_flat
 from seminal.papers.optimisation.adam import SGD
 
 RetainProb = Annotated[float, Range(gt=0, le=1)]
@@ -154,20 +153,6 @@ class DropoutMLP(nn.Module):
 
 
 # ---- training ------------------------------------------------------------------------------------------
-def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
-    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
-
-
-def images_flat(name: str, split: str, limit: int = 0, device=None) -> tuple[Tensor, Tensor]:
-    """Images (N, 784) float32 in [0, 1] and labels (N,); `limit` keeps the first N."""
-    images, labels = load_images(name, split)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    x = torch.tensor(images.reshape(len(images), -1), dtype=torch.float32, device=device) / 255.0
-    return x, torch.tensor(labels, device=device)
-
-
 def paired_nets(cfg: Config, device: torch.device | str = "cpu") -> dict[str, DropoutMLP]:
     """Two nets from the same initial weights: "plain" never drops a unit (p = 1), "dropout" uses the paper's p."""
     plain = DropoutMLP(cfg.hidden, 1.0, 1.0).to(device)

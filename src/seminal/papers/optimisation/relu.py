@@ -34,7 +34,7 @@ from seminal.core.config import NonNegFloat, NonNegInt, PosFloat, PosInt, Range,
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run, batches, epoch_rng
-from seminal.data import load_fashion_mnist, load_mnist
+from seminal.data import load_images
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "softplus")
 
@@ -165,11 +165,6 @@ class DeepMLP(nn.Module):
             x = self.act(layer(x))
             hidden.append(x)
         return self.out(x), hidden
-
-
-def load_images(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The `dataset` key's loader: uint8 images (N, 28, 28) and int64 labels."""
-    return (load_fashion_mnist if name == "fashion-mnist" else load_mnist)(split)
 
 
 def _mnist(cfg: Config, device: torch.device):
