@@ -244,3 +244,16 @@ def test_quiet_hides_progress_bars_in_run_and_reproduce(argv, disabled, monkeypa
     monkeypatch.setattr(backprop, "train", train)
     cli.main(argv)
     assert seen and set(seen) == {disabled}  # every bar, the paper's and any of reproduce's own
+
+
+def test_show_prints_what_each_claim_rests_on(monkeypatch, capsys):
+    from seminal.core.claims import Claim
+
+    claims = [Claim("A beats B", "cmp/gap", ">", 0.0, "A better", "Fig. 2", aggregate="k_of_n", k=2, bar="paper",
+                    paired=("a/x", "b/x")),
+              Claim("solves", "eval/return", ">=", 1.0, "zoo: 2", "zoo", bar="peer")]
+    monkeypatch.setattr(backprop, "CLAIMS", {"quick": claims})
+    assert _main(["show", "backprop"]) == 0
+    out = capsys.readouterr().out
+    assert "pass rests on 2 of n seeds; bar from the paper's figure; paired per seed: a/x vs b/x" in out
+    assert "pass rests on the mean over seeds; bar from a peer's published figure" in out

@@ -94,6 +94,19 @@ def test_explicit_seeds(fake, tmp_path):
     assert trained[2:] == [2, 3]
 
 
+def test_without_seeds_a_paper_runs_its_own_count(fake, tmp_path, monkeypatch):
+    """GAE's sweep needs 10 seeds (`SEEDS = 10`): `reproduce` without --seeds runs them; others run 3."""
+    train, trained = fake
+    monkeypatch.setattr(resolve("backprop").load(), "SEEDS", 5, raising=False)
+    monkeypatch.setitem(VALUES, 4, VALUES[0])
+    assert cli.main(["reproduce", "1", "--out", str(tmp_path / "r")]) == 1
+    assert trained == [0, 1, 2, 3, 4]
+    monkeypatch.delattr(resolve("backprop").load(), "SEEDS")
+    assert cli.main(["reproduce", "1", "--out", str(tmp_path / "s")]) == 1
+    assert trained[5:] == [0, 1, 2]
+    assert resolve("gae").load().SEEDS == 10
+
+
 def test_resume_reuses_finished_seed_runs(fake, tmp_path, monkeypatch):
     train, trained = fake
     train.interrupt_seed = 2

@@ -47,9 +47,7 @@ TINY: dict[str, list[str]] = {
                              "ppo_overrides=n_steps=64,epochs=1"],
 }
 # Papers whose resume is not exact today, each with why; strict, so a fix turns the case red until it is removed.
-NOT_EXACT: dict[str, str] = {
-    "relu": "relu.train reads its loop variable `order` after the epoch loop: UnboundLocalError resumed at the end",
-}
+NOT_EXACT: dict[str, str] = {}
 
 
 _WALL_CLOCK = re.compile(r"seconds|steps_per_s|per_second")  # timings differ run to run; every other metric must not

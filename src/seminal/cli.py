@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "only with --record.")
     p.add_argument("papers", nargs="*", help="numbers or slugs")
     p.add_argument("--all", action="store_true", help="every implemented paper")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds, from --first-seed (default 3: 0, 1, 2)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds, from --first-seed (default: the paper's own count, 3 for most: 0, 1, 2)")
     p.add_argument("--first-seed", type=int, default=0, metavar="S", help="first of the --seeds seeds (default 0)")
     p.add_argument("--seed-list", default=None, metavar="A,B,C",
                    help="explicit seeds, e.g. 10,11,12 (keep tuning seeds apart from claim seeds)")
@@ -183,7 +184,7 @@ def _check_environment(args: argparse.Namespace) -> None:
             entries, seeds = [syllabus.resolve(args.paper)], 1
         else:
             entries = syllabus.implemented() if args.all else [syllabus.resolve(p) for p in args.papers]
-            seeds = len(args.seed_list.split(",")) if getattr(args, "seed_list", None) else args.seeds
+            seeds = len(args.seed_list.split(",")) if getattr(args, "seed_list", None) else (args.seeds or 3)
         warning = full_preset_warning([e for e in entries if e.implemented], max(seeds, 1))
         if warning:
             print(warning, file=sys.stderr)
@@ -260,7 +261,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise SeminalError("name papers to reproduce (e.g. `seminal reproduce 1 3`) or pass --all")
     seeds = args.seeds
     if args.seed_list is not None:
-        if args.seeds != 3 or args.first_seed != 0:
+        if args.seeds is not None or args.first_seed != 0:
             raise SeminalError("give --seed-list, or --seeds with --first-seed, not both")
         try:
             seeds = [int(x) for x in args.seed_list.split(",") if x.strip()]
@@ -311,6 +312,10 @@ def _type_text(typ) -> str:
     return getattr(typ, "__name__", None) if typing.get_origin(typ) is None else str(typ).replace("typing.", "")
 
 
+_BARS = {"paper": "the paper's figure", "peer": "a peer's published figure",
+         "sanity": "a sanity bar (no published figure)"}
+
+
 def _cmd_show(entry) -> int:
     from seminal.core.config import field_docs, field_ranges, field_types, to_dict
 
@@ -324,8 +329,12 @@ def _cmd_show(entry) -> int:
         print("\n" + doc)
     for preset, claims in getattr(mod, "CLAIMS", {}).items():
         for c in claims:
+            over = f"{c.k} of n seeds" if c.aggregate == "k_of_n" else {"mean": "the mean over seeds",
+                                                                         "all": "every seed"}.get(c.aggregate)
+            paired = f"; paired per seed: {c.paired[0]} vs {c.paired[1]}" if c.paired else ""
             print(f"\nclaim ({preset}): {c.name}\n  {c.metric} {c.op} {c.threshold:g}   "
-                  f"paper: {c.paper_value} ({c.source}); over seeds: {c.aggregate}")
+                  f"paper: {c.paper_value} ({c.source})\n  pass rests on {over or c.aggregate}; bar from "
+                  f"{_BARS.get(c.bar, c.bar)}{paired}")
     presets = mod.PRESETS
     cfg_cls = type(next(iter(presets.values())))
     docs = field_docs(cfg_cls)

@@ -133,6 +133,8 @@ def _markdown_record(e: Entry, r: dict) -> list[str]:
            f"Command: `{reproduce_command(r)}`", ""]
     if r.get("overrides"):
         out += [f"Overrides: `{' '.join(r['overrides'])}`", ""]
+    if r.get("determinism"):
+        out += [f"Same numbers for: {determinism_label(r['determinism'])}.", ""]
     out += ["| claim | metric | need | pass rests on | ours (mean ± std) | seeds passing | per seed | paper | bar "
             "| result |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in r["claims"]:
@@ -313,7 +315,16 @@ def _html_record(e: Entry, r: dict, missing: list[str]) -> list[str]:
     parts.append("</table></div><h3>Machine</h3><div class='scroll'><table>")
     parts += [f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in machine.items()]
     parts.append("</table></div>")
+    if r.get("determinism"):
+        parts.append(f"<p>Same numbers to the digit for: {html.escape(determinism_label(r['determinism']))}.</p>")
     return parts
+
+
+def determinism_label(d: dict) -> str:
+    """The condition a record's numbers reproduce under, in words."""
+    threads = sorted({t for t in d.get("threads") or [] if t})
+    return (f"torch {d.get('torch')} on a {d.get('cpu_capability')} CPU, any number of threads and --jobs "
+            f"(these ran with {', '.join(map(str, threads)) or '?'} thread(s) each)")
 
 
 def build_report(results: str | Path | None = None, out: str | Path | None = None) -> list[Path]:

@@ -196,6 +196,7 @@ def execute(
         "claims": claims,
         "run_dir": str(run_dir),
         "resumed": resume_dir is not None,
+        "threads": torch.get_num_threads(),  # of the process that ran it (--jobs: SEMINAL_THREADS or cores/jobs)
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -485,6 +486,7 @@ def _aggregate(entry: Entry, preset: str, summaries: list[dict], overrides, seco
         "dirty": info["dirty"],
         "commit_from": info["source"],
         "machine": machine(),
+        "determinism": determinism([s.get("threads") for s in summaries]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "module": mod.__name__,
     }
@@ -536,6 +538,19 @@ def record_guard(root: Path) -> None:
     if info["dirty"]:
         raise SeminalError("--record: tracked files differ from HEAD (`git status`); commit them first, so the "
                            "record names the code that made it, or write elsewhere with --results DIR")
+
+
+def determinism(threads: list) -> dict:
+    """What a record's numbers depend on besides code, config and seed. tests/test_determinism.py checks that a
+    seed-run gives the same numbers with 1 or 2 torch threads and in or out of `--jobs` worker processes; a
+    different torch version or CPU instruction set (the kernels BLAS picks) may change the last digits, and a
+    chaotic claim's verdict with them, which is why those claims run more seeds."""
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": threads,
+        "same_for": "threads and --jobs (tested); not guaranteed across torch versions or CPU instruction sets",
+    }
 
 
 def machine() -> dict:

@@ -21,6 +21,7 @@ Equation map (section numbers as in the paper):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -245,7 +246,7 @@ def train(cfg: Config, run: Run) -> dict[str, float]:
         run.checkpoint(snapshot(epoch + 1))
 
     metrics: dict[str, float] = {}
-    total_steps = cfg.epochs * len(order) if cfg.epochs else 0
+    total_steps = cfg.epochs * math.ceil(len(xtr) / cfg.batch)  # not len(order): no epoch runs on a finished resume
     for a in acts:
         reached = steps_to_target(np.array(losses[a]), cfg.target_loss, cfg.window)
         # A net that never reaches the target is counted as total_steps + 1: speedups are then lower bounds.

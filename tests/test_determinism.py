@@ -1,0 +1,58 @@
+"""What a record's numbers depend on. A seed-run gives the same numbers to the digit with one or two torch threads,
+and inside or outside `reproduce --jobs` worker processes; the record says so (`determinism`) and names the torch
+version and CPU instruction set, which may change the last digits."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from test_resume_contract import TINY
+
+from seminal import syllabus
+from seminal.core import runner
+
+_WALL_CLOCK = re.compile(r"seconds|steps_per_s|per_second")
+
+
+def _numbers(summary: dict) -> dict:
+    return {k: v for k, v in summary["metrics"].items() if not _WALL_CLOCK.search(k)}
+
+
+@pytest.fixture(autouse=True)
+def _no_plots(monkeypatch):
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: None)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+# One paper of each kind of loop: convolutions and minibatch SGD, on-policy, replay with target nets, and the
+# soft actor-critic's sampled actions.
+@pytest.mark.parametrize("slug", ["lenet5", "ppo", "dqn", "sac"])
+def test_one_or_two_threads_give_the_same_numbers(slug, tmp_path, monkeypatch):
+    out = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("SEMINAL_THREADS", threads)
+        summary = runner.execute(slug, "quick", 3, TINY[slug], tmp_path / threads, progress=False)
+        assert summary["threads"] == int(threads)
+        out[threads] = _numbers(summary)
+    assert out["1"] == out["2"] and len(out["1"]) >= 1
+
+
+def test_jobs_worker_processes_give_the_numbers_of_one_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMINAL_THREADS", "1")
+    entry = syllabus.resolve("ppo")
+    records = {}
+    for jobs in (1, 2):
+        runner.reproduce([entry], "quick", [5, 6], TINY["ppo"], tmp_path / f"j{jobs}", jobs=jobs, progress=False)
+        records[jobs] = json.loads((tmp_path / f"j{jobs}" / "results" / "ppo.json").read_text())
+    values = {jobs: {k: m["values"] for k, m in r["metrics"].items() if not _WALL_CLOCK.search(k)}
+              for jobs, r in records.items()}
+    assert values[1] == values[2] and values[1]
+    d = records[2]["determinism"]
+    assert d["threads"] == [1, 1] and d["torch"] == torch.__version__ and d["cpu_capability"]
