@@ -1,17 +1,19 @@
 """Our RL algorithms against Stable-Baselines3 on the same env, budget, seeds and machine, one thread each.
 
-    python benchmarks/rl_vs_sb3.py --algos ppo,ppo-same,dqn --seeds 3
+    python benchmarks/rl_vs_sb3.py --algos ppo,ppo-same,dqn,dqn-same --seeds 3
 
 PPO is reported twice: `ppo` with each side's tuned settings (ours: the quick preset; SB3: the zoo's, twice our
-gradient steps per env step) and `ppo-same` with identical hyperparameters on both sides (our preset's).
+gradient steps per env step) and `ppo-same` with identical hyperparameters on both sides (our preset's); DQN the
+same way (`dqn`: SB3 with the zoo's 256x256 net and 128 updates every 256 steps; `dqn-same`: SB3 given our
+preset's 64x64 net, schedule and target period, without gradient clipping as ours).
 
 For every pair and seed it prints env steps/s, the wall time until the greedy policy first reaches the
 threshold (both sides evaluated every `eval_every` env steps with `seminal.core.rl.evaluate`: 10 episodes,
 the same start seeds), and the final greedy return. Wall times exclude the evaluations themselves (timed
 and subtracted on both sides) and include building the model. SB3 uses its rl-baselines3-zoo
 hyperparameters; ours uses the paper module's quick preset. SB3 is the `bench` extra; without it only our side
-runs (no ratios). Our evaluations are timed through `train_policy(..., evaluator=...)`, a hook, not a patched
-module global.
+runs (no ratios). Our evaluations are timed through `evaluator=` hooks (`ppo.train_policy`, `dqn.learn`), not
+patched module globals.
 
 To add a pair (SAC/TD3 on Pendulum, say), add a `Pair` to PAIRS: how to run ours and SB3's with a
 `Timer` (ours: call `timer.eval_done(step, mean_return)`-style hooks through `TimedRun`, SB3: `timer.callback`).
@@ -100,9 +102,8 @@ def ours_dqn(seed: int, pair: Pair, timer: Timer) -> float:
 
     cfg = dqn.replace(dqn.PRESETS["quick"], env_id=pair.env_id, total_steps=pair.budget, eval_every=pair.eval_every,
                       eval_episodes=pair.episodes)
-    dqn.evaluate = timer.timed_evaluate(evaluate)  # the module's own evaluations, timed (and subtracted)
-    run = TimedRun(timer, "eval/return", seed)
-    return dqn.learn(cfg, run)["eval/return"]
+    run = TimedRun(timer, "eval/return", seed)  # evaluations timed (and subtracted) through a hook, no globals
+    return dqn.learn(cfg, run, evaluator=timer.timed_evaluate(evaluate))["eval/return"]
 
 
 # PPO, CartPole-v1. "tuned": each side's own settings (ours: the quick preset, T = 64, K = 10; SB3: the
@@ -131,11 +132,23 @@ def ours_ppo(seed: int, pair: Pair, timer: Timer) -> float:
 def sb3_dqn(seed: int, pair: Pair, timer: Timer) -> float:
     from stable_baselines3 import DQN
 
-    # rl-baselines3-zoo hyperparams/dqn.yml, CartPole-v1
-    model = DQN("MlpPolicy", pair.env_id, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
-                learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
-                exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]},
-                seed=seed, device="cpu")
+    if pair.settings == "same":  # our quick preset's values, network and schedule
+        from seminal.papers.rl import dqn
+
+        q = dqn.PRESETS["quick"]
+        updates_per_step = q.gradient_steps / q.train_freq  # ours counts C in updates, SB3 in env steps
+        kw = dict(learning_rate=q.lr, batch_size=q.batch_size, buffer_size=q.buffer_size,
+                  learning_starts=q.learning_starts, gamma=q.gamma,
+                  target_update_interval=round(q.target_update / updates_per_step), train_freq=q.train_freq,
+                  gradient_steps=q.gradient_steps, exploration_initial_eps=q.eps_start,
+                  exploration_fraction=q.exploration_steps / pair.budget, exploration_final_eps=q.eps_end,
+                  max_grad_norm=1e9,  # ours does not clip gradients
+                  policy_kwargs={"net_arch": list(q.hidden)})
+    else:  # rl-baselines3-zoo hyperparams/dqn.yml, CartPole-v1
+        kw = dict(learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
+                  target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+                  exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]})
+    model = DQN("MlpPolicy", pair.env_id, seed=seed, device="cpu", **kw)
     model.learn(pair.budget, callback=sb3_eval_callback(timer, pair.env_id, pair.eval_every, pair.episodes))
     return float(np.mean(evaluate(lambda o: int(model.predict(o, deterministic=True)[0]), pair.env_id, pair.episodes)))
 
@@ -184,6 +197,7 @@ PAIRS: dict[str, Pair] = {
     "ppo": Pair("CartPole-v1", 100_000, 475.0, ours_ppo, sb3_ppo, "seminal.papers.rl.ppo"),
     "ppo-same": Pair("CartPole-v1", 100_000, 475.0, ours_ppo, sb3_ppo, "seminal.papers.rl.ppo", settings="same"),
     "dqn": Pair("CartPole-v1", 50_000, 475.0, ours_dqn, sb3_dqn, "seminal.papers.rl.dqn"),
+    "dqn-same": Pair("CartPole-v1", 50_000, 475.0, ours_dqn, sb3_dqn, "seminal.papers.rl.dqn", settings="same"),
 }
 
 

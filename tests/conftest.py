@@ -35,6 +35,7 @@ def _have(module: str) -> bool:
 
 
 _RL_MARKERS = ("gymnasium", "papers.rl", "papers.robotics", "core.rl import")
+_MARL_MARKERS = ("mpe2", "papers.multi_agent")
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -44,4 +45,7 @@ def pytest_ignore_collect(collection_path, config):
         text = collection_path.read_text(errors="ignore")
         if any(m in text for m in _RL_MARKERS):
             return True
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_") and not _have("mpe2"):
+        if any(m in collection_path.read_text(errors="ignore") for m in _MARL_MARKERS):
+            return True  # without the `marl` extra, the multi-agent papers' tests
     return None

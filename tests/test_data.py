@@ -77,13 +77,19 @@ def test_missing_dataset_offline_names_where_to_put_it(isolated_cache):
 
 
 def test_real_mnist_checksums_are_the_published_ones():
-    # The content SHA-256s in the spec are the published checksums of the official uncompressed files.
-    published = {
-        "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    }
-    specs = {f.name: f.content_sha256 for f in MNIST.files}
-    assert all(specs[k] == v for k, v in published.items())
+    # The spec's content SHA-256s must be those of the real files: hash a local MNIST (../shared/data here) found
+    # without the checksum, by name only, and compare. Skipped where no copy is on disk.
+    import gzip
+
+    from seminal.data.store import candidates
+
+    folders = [c for c in candidates(MNIST) if (c / MNIST.files[0].name).is_file()]
+    if not folders:
+        pytest.skip("no local MNIST copy to hash")
+    for f in MNIST.files:
+        raw = (folders[0] / f.name).read_bytes()
+        content = gzip.decompress(raw) if f.name.endswith(".gz") else raw
+        assert hashlib.sha256(content).hexdigest() == f.content_sha256, f.name
 
 
 def test_cifar_binary_records(tmp_path):

@@ -42,6 +42,9 @@ TINY: dict[str, list[str]] = {
     "ddpg": _OFFPOLICY + ["mc_episodes=1", "mc_states=20", "mc_horizon=20"],
     "td3": _OFFPOLICY + ["mc_episodes=1", "mc_states=20", "mc_horizon=20", "compare=false"],
     "sac": _OFFPOLICY,
+    "maddpg": [],  # multi-agent: each paper's helper fills in its own line
+    "qmix": [],
+    "mappo": [],
     "domain-randomization": ["total_steps=512", "eval_episodes=1", "randomize=length", "eval_scales_inside=0.5",
                              "eval_scales_outside=4", "eval_obs_noise=0.04", "eval_delays=1",
                              "ppo_overrides=n_steps=64,epochs=1"],

@@ -331,8 +331,9 @@ def replay_updates(q: nn.Module, q_target: nn.Module, opt: torch.optim.Optimizer
 
 # ---- the loop -----------------------------------------------------------------------------------------
 def learn(cfg: Config, run: Run, sampler: Any = None, prefix: str = "", state: dict | None = None,
-          save: Any = None) -> dict[str, float]:
-    """Train one DQN agent; log under `prefix`; resume from `state`; `save(state)` checkpoints.
+          save: Any = None, evaluator: Any = None) -> dict[str, float]:
+    """Train one DQN agent; log under `prefix`; resume from `state`; `save(state)` checkpoints; `evaluator`
+    (default `seminal.core.rl.evaluate`, same signature) scores the greedy policy, e.g. timed by a benchmark.
 
     On CPU the MLP runs on one thread for the duration (restored after): intra-op threads only add
     synchronisation to matmuls this small, and cost 10x when the cores are shared (notes, detail 3).
@@ -341,12 +342,13 @@ def learn(cfg: Config, run: Run, sampler: Any = None, prefix: str = "", state: d
     if run.device.type == "cpu" and not cfg.atari:
         torch.set_num_threads(1)
     try:
-        return _learn(cfg, run, sampler, prefix, state, save)
+        return _learn(cfg, run, sampler, prefix, state, save, evaluator or evaluate)
     finally:
         torch.set_num_threads(threads)
 
 
-def _learn(cfg: Config, run: Run, sampler: Any, prefix: str, state: dict | None, save: Any) -> dict[str, float]:
+def _learn(cfg: Config, run: Run, sampler: Any, prefix: str, state: dict | None, save: Any,
+           evaluator: Any) -> dict[str, float]:
     cfg.validate()
     env = make_train_env(cfg, seed=run.seed)
     n_actions = require_discrete(env, cfg.env_id, "DQN")
@@ -416,8 +418,8 @@ def _learn(cfg: Config, run: Run, sampler: Any, prefix: str, state: dict | None,
 
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.total_steps:
             s["train_seconds"] += time.perf_counter() - t0
-            returns = evaluate(greedy, cfg.env_id, cfg.eval_episodes,
-                               env=make_train_env(cfg) if cfg.atari else None)
+            returns = evaluator(greedy, cfg.env_id, cfg.eval_episodes,
+                                env=make_train_env(cfg) if cfg.atari else None)
             mean_return = float(np.mean(returns))
             s["evals"].append([step + 1, mean_return, s["train_seconds"]])
             run.log({f"{prefix}eval/return": mean_return, f"{prefix}eval/return_std": float(np.std(returns)),

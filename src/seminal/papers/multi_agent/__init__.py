@@ -1,0 +1,1 @@
+"""Papers of the 'multi-agent' area (see seminal.syllabus)."""
