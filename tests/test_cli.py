@@ -61,7 +61,7 @@ def test_show_prints_claims_and_documented_keys():
     (["run", "1", "--seed", "x"], "invalid int value"),
     (["reproduce", "1", "--seeds", "0"], "need at least 1 seed"),
     (["reproduce"], "or pass --all"),
-    (["run", "qmix"], "has no implementation yet"),
+    (["run", "alexnet"], "has no implementation yet"),
     (["data", "verify", "imagenet"], "unknown dataset 'imagenet'"),
     (["run", "1", "--resume", "/nonexistent/run"], "no config.json there"),
 ])
