@@ -44,6 +44,8 @@ TINY: dict[str, list[str]] = {
     "sac": _OFFPOLICY,
     "qmix": ["episodes=60", "batch_size=8", "buffer_episodes=40", "eval_every=30", "checkpoint_every=20", "hidden=8"],
     "mappo": ["episodes=16", "episodes_per_update=4", "epochs=2", "hidden=8", "eval_episodes=2", "checkpoint_every=2"],
+    "maddpg": ["episodes=6", "learning_starts=50", "update_every=10", "batch_size=16", "hidden=8", "eval_every=3",
+               "eval_episodes=1", "final_episodes=2", "checkpoint_every=3"],
     "domain-randomization": ["total_steps=512", "eval_episodes=1", "randomize=length", "eval_scales_inside=0.5",
                              "eval_scales_outside=4", "eval_obs_noise=0.04", "eval_delays=1",
                              "ppo_overrides=n_steps=64,epochs=1"],
