@@ -42,7 +42,7 @@ from seminal.core.config import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, 
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
-from seminal.papers.multi_agent._marl import SCALE_TEXT, MultiAgentEnv, Scale, rollout_return
+from seminal.papers.multi_agent._marl import MultiAgentEnv, Scale, rollout_return
 from seminal.papers.rl.ddpg import polyak_update
 
 # an arm: which agents get centralised critics. Cooperative tasks: every agent MADDPG, or every agent DDPG.
@@ -442,7 +442,7 @@ def _train(cfg: Config, run: Run) -> dict[str, float]:
     for a, b in (("maddpg", "ddpg"), ("maddpg_vs_ddpg", "ddpg_vs_maddpg")):
         if a in done and b in done:
             metrics[f"{prefix}{a}_minus_{b}"] = done[a]["return"] - done[b]["return"]
-    label = f"return ({cfg.scale}: {SCALE_TEXT[cfg.scale]})"
+    label = f"return ({cfg.scale})"
     line_plot(run.plots_dir / "eval_return.png",
               {arm.upper(): ([e[0] for e in done[arm]["evals"]], [e[1] for e in done[arm]["evals"]])
                for arm in cfg.arms}, xlabel="training episodes", ylabel=f"evaluation ({cfg.eval_policy}) {label}",
