@@ -274,3 +274,13 @@ def test_runs_lists_and_compares_with_the_record(fake, tmp_path, capsys):
 
 def execute_one(out: Path, overrides: list[str], seed: int) -> Path:
     return Path(runner.execute("backprop", "quick", seed, overrides, out)["run_dir"])
+
+
+def test_the_need_line_reads_as_english_for_every_aggregate():
+    from seminal.core.claims import on_seeds, rests_on
+
+    mean = rests_on({"aggregate": "mean", "values": [1, 2, 3]})
+    every = rests_on({"aggregate": "all", "values": [1, 2, 3]})
+    some = rests_on({"aggregate": "k_of_n", "k": 2, "values": [1, 2, 3]})
+    assert [on_seeds(r) for r in (mean, every, some)] == ["on the mean of 3 seeds", "on all 3 seeds",
+                                                         "on 2 of 3 seeds"]

@@ -107,7 +107,7 @@ def test_paper_page_has_command_config_commit_machine_seeds_and_notes(tmp_path):
     page = _parse(tmp_path / "site" / "backprop.html")
     for text in ("seminal reproduce backprop --preset quick --seeds 3 --set xor_starts=4", "0123456789ab (dirty",
                  "Test CPU 9000", "xor_lr", "overrides xor_starts=4", "seed 2", "1.8 ✓", "0.1 ✗",
-                 "arm arm/b : 1, 2, 1", "on the 2 of 3 seeds"):
+                 "arm arm/b : 1, 2, 1", "on 2 of 3 seeds"):
         assert text in page.text, text
     notes = resolve("backprop").notes_path.read_text()
     heading = re.search(r"^## (.+)$", notes, re.M)[1]

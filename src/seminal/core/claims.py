@@ -126,6 +126,11 @@ def rests_on(c: dict) -> str:
     return f"mean of {n} {seeds}"
 
 
+def on_seeds(rule: str) -> str:
+    """`rests_on`'s words after "need X >= t": "on the mean of 3 seeds", "on all 3 seeds", "on 2 of 3 seeds"."""
+    return f"on the {rule}" if rule.startswith("mean") else f"on {rule}"
+
+
 def seeds_passed(c: dict) -> int:
     """How many seeds passed (computed from the values for records written before it was stored)."""
     if "seeds_passed" in c:

@@ -13,7 +13,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from seminal.core.claims import rests_on, seeds_passed
+from seminal.core.claims import on_seeds, rests_on, seeds_passed
 from seminal.core.paths import checkout, results_dir
 from seminal.syllabus import SYLLABUS, Entry
 
@@ -196,7 +196,7 @@ def _bar(c: dict) -> str:
 
 def _need(c: dict) -> str:
     return (f"<span class='muted'>need <code>{html.escape(c['metric'])} {html.escape(c['op'])} "
-            f"{c['threshold']:g}</code> on the {html.escape(c.get('rests_on') or rests_on(c))}</span>")
+            f"{c['threshold']:g}</code> {html.escape(on_seeds(c.get('rests_on') or rests_on(c)))}</span>")
 
 
 def results_html(results: Path | None = None) -> str:

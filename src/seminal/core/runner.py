@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from seminal.core.claims import Claim
+from seminal.core.claims import Claim, on_seeds
 from seminal.core.config import apply_overrides, from_dict, to_dict
 from seminal.core.errors import Interrupted, SeminalError
 from seminal.core.paths import PROJECT_ROOT, RECORD_FILES
@@ -340,7 +340,7 @@ def reproduce(
         (results_path / result_name(entry.slug, preset)).write_text(json.dumps(rec, indent=2) + "\n")
         say(f"{'PASS' if rec['passed'] else 'FAIL'} {entry.number:>2} {entry.slug}: " + "; ".join(
             f"{c['name']}: {_fmt(c['mean'])} ± {_fmt(c['std'])}, {c['seeds_passed']} of {c['n']} seeds (need "
-            f"{c['op']} {c['threshold']:g} on the {c['rests_on']}; paper {c['paper_value']})"
+            f"{c['op']} {c['threshold']:g} {on_seeds(c['rests_on'])}; paper {c['paper_value']})"
             for c in rec["claims"]) + (f" [overrides: {' '.join(rec['overrides'])}]" if rec["overrides"] else ""))
         records.append(rec)
     bar.close()
