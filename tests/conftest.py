@@ -19,6 +19,20 @@ def write_idx(path: Path, array: np.ndarray) -> bytes:
 
 
 @pytest.fixture
+def one_thread_no_plots(monkeypatch):
+    """One torch thread (tiny nets; also what a record's seed-run uses) and no PNG encoding, for fast RL tests:
+    `pytestmark = pytest.mark.usefixtures("one_thread_no_plots")`."""
+    import torch
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
     """No download, no discovery beyond $SEMINAL_DATA, and a private cache."""
     monkeypatch.setenv("SEMINAL_CACHE", str(tmp_path / "cache"))

@@ -17,16 +17,7 @@ from seminal.core.errors import SeminalError
 from seminal.papers.multi_agent import maddpg
 from seminal.papers.multi_agent._marl import MultiAgentEnv
 
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    from matplotlib.figure import Figure
-
-    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_no_plots")
 
 
 def test_gumbel_softmax_by_hand_and_straight_through_gradient():

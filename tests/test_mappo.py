@@ -16,16 +16,7 @@ from seminal.core import runner
 from seminal.papers.multi_agent import mappo
 from seminal.papers.multi_agent._marl import MultiAgentEnv
 
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    from matplotlib.figure import Figure
-
-    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_no_plots")
 
 
 def test_actor_and_value_inputs_by_hand():
