@@ -203,3 +203,12 @@ def test_bad_arms_are_one_line_errors():
         replace(maddpg.PRESETS["quick"], arms=("maddpg", "iql")).validate()
     with pytest.raises(SeminalError, match="competitive task"):
         replace(maddpg.PRESETS["quick"], arms=("maddpg_vs_ddpg",)).validate()
+
+
+def test_competitive_arms_run_and_report_the_good_team(tmp_path):
+    env = MultiAgentEnv("simple_adversary", seed=0)
+    good = maddpg.team(env, "simple_adversary")
+    assert good and all(not env.agents[i].startswith("adversary") for i in good) and len(good) == env.n - 1
+    m = runner.execute("maddpg", "deception", 3, _TINY, tmp_path, progress=False)["metrics"]
+    gap = m["deception/maddpg_vs_ddpg_minus_ddpg_vs_maddpg"]
+    assert gap == pytest.approx(m["deception/maddpg_vs_ddpg_return"] - m["deception/ddpg_vs_maddpg_return"])
