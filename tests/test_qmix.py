@@ -46,9 +46,10 @@ def test_mixer_takes_abs_of_hypernet_weights_and_biases_as_they_are():
     assert mixer(q, s).item() == pytest.approx(expected, abs=1e-6)
 
 
-def test_mixing_is_monotone_in_every_agent_for_random_states():
+@pytest.mark.parametrize("layers", [1, 2])
+def test_mixing_is_monotone_in_every_agent_for_random_states(layers):
     torch.manual_seed(0)
-    mixer = qmix.QMixer(3, 6, 8)
+    mixer = qmix.QMixer(3, 6, 8, hypernet_layers=layers, hypernet_embed=16)
     q = (3 * torch.randn(256, 3)).requires_grad_()
     s = 3 * torch.randn(256, 6)
     (grad,) = torch.autograd.grad(mixer(q, s).sum(), q)
@@ -145,11 +146,18 @@ def _naive_q(agent, batch, b, n_actions, n):
     return out
 
 
+def _naive_hyper(net, s):
+    """A hypernetwork by hand: one linear layer, or Linear-ReLU-Linear."""
+    if isinstance(net, torch.nn.Linear):
+        return net.weight @ s + net.bias
+    return net[2].weight @ torch.relu(net[0].weight @ s + net[0].bias) + net[2].bias
+
+
 def _naive_mix(mixer, qs, s):
     e, n = mixer.embed, len(qs)
-    w1 = (mixer.hyper_w1.weight @ s + mixer.hyper_w1.bias).abs()
+    w1 = _naive_hyper(mixer.hyper_w1, s).abs()
     b1 = mixer.hyper_b1.weight @ s + mixer.hyper_b1.bias
-    w2 = (mixer.hyper_w2.weight @ s + mixer.hyper_w2.bias).abs()
+    w2 = _naive_hyper(mixer.hyper_w2, s).abs()
     v = mixer.hyper_b2[2].weight @ torch.relu(mixer.hyper_b2[0].weight @ s + mixer.hyper_b2[0].bias) \
         + mixer.hyper_b2[2].bias
     total = v[0]
@@ -159,7 +167,7 @@ def _naive_mix(mixer, qs, s):
     return total
 
 
-def _naive_loss(kind, agent, mixer, t_agent, t_mixer, batch, cfg, n_actions, n):
+def _naive_loss(kind, agent, mixer, t_agent, t_mixer, batch, cfg, n_actions, n, reward_mean_std=None):
     terms = []
     for b in range(batch["obs"].shape[0]):
         q, qt = _naive_q(agent, batch, b, n_actions, n), _naive_q(t_agent, batch, b, n_actions, n)
@@ -172,7 +180,10 @@ def _naive_loss(kind, agent, mixer, t_agent, t_mixer, batch, cfg, n_actions, n):
                 chooser = q[t + 1][i] if cfg.double_q else qt[t + 1][i]
                 best = max(range(n_actions), key=lambda u, c=chooser: float(c[u].detach()))
                 nxt.append(qt[t + 1][i][best].detach())
-            r = float(batch["reward"][b, t]) * cfg.reward_scale
+            r = float(batch["reward"][b, t])
+            if reward_mean_std is not None:
+                r = (r - reward_mean_std[0]) / reward_mean_std[1]
+            r *= cfg.reward_scale
             boot = cfg.gamma * (1.0 - float(batch["terminated"][b, t]))
             if kind == "iql":
                 terms += [(taken[i] - (r + boot * nxt[i])) ** 2 for i in range(n)]
@@ -180,18 +191,28 @@ def _naive_loss(kind, agent, mixer, t_agent, t_mixer, batch, cfg, n_actions, n):
                 terms.append((sum(taken) - (r + boot * sum(nxt))) ** 2)
             else:
                 with torch.no_grad():
-                    y = r + boot * _naive_mix(t_mixer, nxt, batch["state"][b, t + 1])
-                terms.append((_naive_mix(mixer, taken, batch["state"][b, t]) - y) ** 2)
+                    y = r + boot * _naive_mix(t_mixer, nxt, cfg.state_scale * batch["state"][b, t + 1])
+                terms.append((_naive_mix(mixer, taken, cfg.state_scale * batch["state"][b, t]) - y) ** 2)
     return sum(terms) / len(terms)
 
 
-@pytest.mark.parametrize("kind,double_q", [("qmix", True), ("qmix", False), ("vdn", True), ("iql", False)])
-def test_one_update_step_matches_explicit_loops(kind, double_q):
+@pytest.mark.parametrize("kind,double_q,variant", [("qmix", True, ""), ("qmix", False, ""), ("vdn", True, ""),
+                                                   ("iql", False, ""), ("qmix", True, "epymarl"),
+                                                   ("iql", False, "epymarl")])
+def test_one_update_step_matches_explicit_loops(kind, double_q, variant):
     n, n_actions, d, s_dim = 2, 3, 4, 5
     cfg = dataclasses.replace(qmix.PRESETS["quick"], double_q=double_q, gamma=0.9, reward_scale=0.5,
                               grad_clip=1e9, embed=4)
+    layers, mean_std, stats = 1, None, None
+    if variant == "epymarl":  # 2-layer hypernets, standardised rewards, a scaled state
+        cfg, layers = dataclasses.replace(cfg, hypernet_layers=2, hypernet_embed=6, state_scale=0.3), 2
+        raw = np.random.default_rng(0).normal(-2.0, 3.0, 50)
+        mean_std, stats = (raw.mean(), raw.std()), (0.0, 0.0, 0.0)
+        for chunk in np.split(raw, [7, 30]):  # the running stats, merged chunk by chunk as the loop does
+            stats = qmix.update_stats(stats, chunk)
     torch.manual_seed(3)
-    agent, mixer = qmix.RNNAgent(d + n_actions + n, 8, n_actions), qmix.QMixer(n, s_dim, 4)
+    agent = qmix.RNNAgent(d + n_actions + n, 8, n_actions)
+    mixer = qmix.QMixer(n, s_dim, 4, hypernet_layers=layers, hypernet_embed=6)
     t_agent, t_mixer = copy.deepcopy(agent), copy.deepcopy(mixer)
     with torch.no_grad():  # target nets differ from the online nets, so using the wrong one shows
         for p in list(t_agent.parameters()) + list(t_mixer.parameters()):
@@ -201,17 +222,43 @@ def test_one_update_step_matches_explicit_loops(kind, double_q):
     batch = _batch(n, n_actions, d, s_dim)
     params = list(agent.parameters()) + ([] if mixer is None else list(mixer.parameters()))
 
-    expected_loss = _naive_loss(kind, agent, mixer, t_agent, t_mixer, batch, cfg, n_actions, n)
+    expected_loss = _naive_loss(kind, agent, mixer, t_agent, t_mixer, batch, cfg, n_actions, n, mean_std)
     grads = torch.autograd.grad(expected_loss, params)
     expected = [(p - 0.1 * g).detach() for p, g in zip(params, grads)]
     target_before = [p.detach().clone() for p in t_agent.parameters()]
 
     loss = qmix.qmix_update(kind, agent, mixer, t_agent, t_mixer, torch.optim.SGD(params, lr=0.1), batch, cfg,
-                            n_actions)
+                            n_actions, stats)
     assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)
     for p, e in zip(params, expected):
         assert torch.allclose(p, e, atol=1e-6)
     assert all(torch.equal(p, q) for p, q in zip(t_agent.parameters(), target_before))  # the target stays put
+
+
+def test_running_reward_stats_match_numpy():
+    x = np.random.default_rng(1).normal(-5.0, 2.0, 200)
+    stats = (0.0, 0.0, 0.0)
+    for chunk in np.split(x, [1, 25, 26, 120]):
+        stats = qmix.update_stats(stats, chunk)
+    assert stats[0] == 200 and stats[1] == pytest.approx(x.mean()) and stats[2] / 200 == pytest.approx(x.var())
+    z = qmix.standardise(torch.as_tensor(x), stats).numpy()
+    assert z.mean() == pytest.approx(0.0, abs=1e-9) and z.std() == pytest.approx(1.0)
+    assert qmix.standardise(torch.ones(3), None).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_soft_target_update_is_polyak_of_agents_and_mixer():
+    cfg = dataclasses.replace(qmix.PRESETS["quick"], target_tau=0.25)
+    torch.manual_seed(6)
+    agent, mixer = qmix.RNNAgent(4 + 3 + 2, 8, 3), qmix.QMixer(2, 5, 4, hypernet_layers=2, hypernet_embed=6)
+    t_agent, t_mixer = copy.deepcopy(agent), copy.deepcopy(mixer)
+    with torch.no_grad():
+        for p in list(t_agent.parameters()) + list(t_mixer.parameters()):
+            p.add_(torch.randn_like(p))
+    old = [p.detach().clone() for p in list(t_agent.parameters()) + list(t_mixer.parameters())]
+    params = list(agent.parameters()) + list(mixer.parameters())
+    qmix.qmix_update("qmix", agent, mixer, t_agent, t_mixer, torch.optim.SGD(params, lr=0.1), _batch(), cfg, 3)
+    for t, o, p in zip(list(t_agent.parameters()) + list(t_mixer.parameters()), old, params):
+        assert torch.allclose(t, 0.25 * p.detach() + 0.75 * o, atol=1e-6)  # after the step, from the new online
 
 
 def test_gradient_is_clipped():
@@ -272,3 +319,20 @@ def test_tiny_spread_run(tmp_path):
 def test_bad_arms_are_one_line():
     with pytest.raises(SeminalError, match="arms=qmix,foo: choose from qmix, vdn, iql"):
         dataclasses.replace(TINY, arms=("qmix", "foo")).validate()
+
+
+def test_resume_keeps_reward_stats_and_soft_targets(tmp_path, monkeypatch):
+    """The running reward statistics live in the checkpoint: a run cut at its first checkpoint and resumed ends
+    with the uninterrupted run's numbers (standardised rewards and Polyak targets on, unlike the resume contract)."""
+    from seminal.core import runner
+    from seminal.core.errors import Interrupted
+
+    monkeypatch.setenv("SEMINAL_CHECKPOINT_SECONDS", "1e9")
+    over = ["episodes=40", "batch_size=8", "buffer_episodes=40", "eval_every=20", "checkpoint_every=20", "hidden=8",
+            "arms=qmix", "standardise_rewards=true", "target_tau=0.05"]
+    whole = runner.execute("qmix", "quick", 1, over, tmp_path / "whole", progress=False)
+    with pytest.raises(Interrupted) as stop:
+        runner.execute("qmix", "quick", 1, over, tmp_path / "cut", progress=False, stop_after_checkpoints=1)
+    resumed = runner.execute("qmix", resume_dir=stop.value.run_dir, progress=False)
+    keep = lambda s: {k: v for k, v in s["metrics"].items() if "second" not in k}  # noqa: E731
+    assert resumed["resumed"] and keep(resumed) == keep(whole)

@@ -23,6 +23,8 @@ Equation map (arXiv v2):
   VDN     Q_tot = sum_a Q_a                                                   -> `mix_values`
   Eq. (6)  L = sum_b (y_tot - Q_tot(tau, u, s))^2, y_tot = r + gamma Q_tot^-(tau', u*, s')  -> `td_loss`
   App. B  episode replay (whole episodes, padding masked), target nets copied every C episodes -> `qmix_update`
+  Not the paper's, switches of PyMARL/EPyMARL (off by default): standardised rewards -> `standardise`,
+  `update_stats`; 2-layer w1/w2 hypernets -> `QMixer`; Polyak targets (`target_tau`) -> `qmix_update`
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
 from seminal.papers.multi_agent._marl import SCALE_TEXT, MultiAgentEnv, Scale, rollout_return
+from seminal.papers.rl.ddpg import polyak_update
 
 ARMS = ("qmix", "vdn", "iql")
 
@@ -79,6 +82,18 @@ class Config:
     """Width of the agent network's MLP layer and GRU (App. B: 64)."""
     embed: PosInt = 8
     """Mixing network's hidden width (App. B: 8 in the two-step game, 32 on SC2)."""
+    hypernet_layers: Literal[1, 2] = 1
+    """Layers of the w1 and w2 hypernetworks (the paper: 1; PyMARL/EPyMARL option 2: Linear-ReLU-Linear)."""
+    hypernet_embed: PosInt = 64
+    """Hidden width of the 2-layer w1, w2 hypernetworks (PyMARL/EPyMARL hypernet_embed: 64); unused at 1 layer."""
+    standardise_rewards: bool = False
+    """Train on (r - mean) / std, a running mean and variance of the collected team rewards (EPyMARL's switch;
+    reward_scale is then applied to the standardised reward); returns are reported unstandardised."""
+    target_tau: Prob = 0.0
+    """0: hard target copies every target_update episodes (App. B); > 0: Polyak averaging theta^- <- tau theta +
+    (1 - tau) theta^- of agents and mixer after every gradient step (EPyMARL's target_update_interval_or_tau < 1)."""
+    state_scale: PosFloat = 1.0
+    """The mixer reads state x this (1: the raw state; simple_spread's 54 numbers reach |s| ~ 10)."""
     double_q: bool = True
     """Double-Q target: the online agents pick u*, the target agents and target mixer value it (PyMARL)."""
     last_action: bool = True
@@ -217,6 +232,24 @@ def next_values(q_next_target: torch.Tensor, q_next_online: torch.Tensor, double
     return q_next_target.gather(-1, u_star.unsqueeze(-1)).squeeze(-1)
 
 
+def standardise(reward: torch.Tensor, stats: tuple[float, float, float] | None) -> torch.Tensor:
+    """(r - mean) / std with the running (count, mean, M2) of `update_stats` (EPyMARL's standardise_rewards);
+    None: r unchanged."""
+    if stats is None:
+        return reward
+    count, mean, m2 = stats
+    return (reward - mean) / max(m2 / max(count, 1.0), 1e-8) ** 0.5
+
+
+def update_stats(stats: tuple[float, float, float], x: np.ndarray) -> tuple[float, float, float]:
+    """Merge the values x into a running (count, mean, M2 = sum of squared deviations) (Chan et al.'s update)."""
+    count, mean, m2 = stats
+    n, m = float(x.size), float(x.mean())
+    total = count + n
+    delta = m - mean
+    return total, mean + delta * n / total, m2 + float(((x - m) ** 2).sum()) + delta**2 * count * n / total
+
+
 def td_loss(q_taken: torch.Tensor, target_next: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
             mask: torch.Tensor, gamma: float) -> torch.Tensor:
     """Eq. (6) averaged over the real (unpadded) steps: y = r + gamma (1 - terminated) Q^-(next), no gradient
@@ -254,14 +287,21 @@ class RNNAgent(nn.Module):
 
 
 class QMixer(nn.Module):
-    """Hypernetworks s -> mixing weights and biases (§4): w1, w2 one linear layer each followed by abs (Eq. 5),
-    b1 one linear layer, b2 (the state value) two layers with a ReLU. q (B, n), s (B, S) -> Q_tot (B,)."""
+    """Hypernetworks s -> mixing weights and biases (§4): w1, w2 one linear layer each (or two, `hypernet_layers`)
+    followed by abs (Eq. 5), b1 one linear layer, b2 (the state value) two layers with a ReLU.
+    q (B, n), s (B, S) -> Q_tot (B,)."""
 
-    def __init__(self, n_agents: int, state_dim: int, embed: int):
+    def __init__(self, n_agents: int, state_dim: int, embed: int, hypernet_layers: int = 1, hypernet_embed: int = 64):
         super().__init__()
         self.n, self.embed = n_agents, embed
-        self.hyper_w1, self.hyper_b1 = nn.Linear(state_dim, n_agents * embed), nn.Linear(state_dim, embed)
-        self.hyper_w2 = nn.Linear(state_dim, embed)
+
+        def hyper(out: int) -> nn.Module:  # PyMARL's hypernet_layers option: 1 (the paper) or 2 (Linear-ReLU-Linear)
+            if hypernet_layers == 1:
+                return nn.Linear(state_dim, out)
+            return nn.Sequential(nn.Linear(state_dim, hypernet_embed), nn.ReLU(), nn.Linear(hypernet_embed, out))
+
+        self.hyper_w1, self.hyper_b1 = hyper(n_agents * embed), nn.Linear(state_dim, embed)
+        self.hyper_w2 = hyper(embed)
         self.hyper_b2 = nn.Sequential(nn.Linear(state_dim, embed), nn.ReLU(), nn.Linear(embed, 1))
 
     def weights(self, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -306,23 +346,29 @@ class EpisodeReplay:
 
 def qmix_update(kind: str, agent: RNNAgent, mixer: nn.Module | None, target_agent: RNNAgent,
                 target_mixer: nn.Module | None, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-                cfg: Config, n_actions: int) -> torch.Tensor:
-    """One gradient step of Eq. (6) on a batch of whole episodes; returns the loss before the step."""
+                cfg: Config, n_actions: int, reward_stats: tuple[float, float, float] | None = None) -> torch.Tensor:
+    """One gradient step of Eq. (6) on a batch of whole episodes; returns the loss before the step. With
+    `reward_stats` the rewards are standardised first; with cfg.target_tau > 0 the targets then move by Polyak."""
     prev = torch.cat([torch.full_like(batch["actions"][:, :1], -1), batch["actions"]], dim=1)  # (B, T+1, n)
     inputs = agent_inputs(batch["obs"], prev, n_actions, cfg.last_action, cfg.agent_id)  # (B, T+1, n, D)
     q_all = agent.unroll(inputs)  # (B, T+1, n, A)
     q_taken = q_all[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # Q_a(tau_t, u_t), (B, T, n)
     with torch.no_grad():
         q_next = next_values(target_agent.unroll(inputs)[:, 1:], q_all[:, 1:], cfg.double_q)  # (B, T, n)
-        target_next = mix_values(kind, q_next, batch["state"][:, 1:], target_mixer)  # Q_tot^-(tau', u*, s')
-    q_tot = mix_values(kind, q_taken, batch["state"][:, :-1], mixer)  # Q_tot(tau, u, s)
-    loss = td_loss(q_tot, target_next, batch["reward"] * cfg.reward_scale, batch["terminated"], batch["mask"],
-                   cfg.gamma)  # Eq. (6)
+        state = batch["state"] * cfg.state_scale
+        target_next = mix_values(kind, q_next, state[:, 1:], target_mixer)  # Q_tot^-(tau', u*, s')
+    q_tot = mix_values(kind, q_taken, state[:, :-1], mixer)  # Q_tot(tau, u, s)
+    reward = standardise(batch["reward"], reward_stats) * cfg.reward_scale
+    loss = td_loss(q_tot, target_next, reward, batch["terminated"], batch["mask"], cfg.gamma)  # Eq. (6)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for g in opt.param_groups for p in g["params"]]
     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     opt.step()
+    if cfg.target_tau > 0:
+        online = list(agent.parameters()) + ([] if mixer is None else list(mixer.parameters()))
+        target = list(target_agent.parameters()) + ([] if target_mixer is None else list(target_mixer.parameters()))
+        polyak_update(target, online, cfg.target_tau)
     return loss.detach()
 
 
@@ -379,7 +425,8 @@ def train_arm(kind: str, cfg: Config, run: Run, prefix: str, state: dict | None,
     with torch.random.fork_rng(devices=[]):  # every arm starts from the same agent network (paired)
         torch.manual_seed(run.seed)
         agent = RNNAgent(in_dim, cfg.hidden, n_actions)
-        mixer = QMixer(n, env.state_dim, cfg.embed) if kind == "qmix" else None
+        mixer = (QMixer(n, env.state_dim, cfg.embed, cfg.hypernet_layers, cfg.hypernet_embed) if kind == "qmix"
+                 else None)
     target_agent, target_mixer = copy.deepcopy(agent), copy.deepcopy(mixer)
     params = list(agent.parameters()) + ([] if mixer is None else list(mixer.parameters()))
     opt = (torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.99, eps=1e-5) if cfg.optimizer == "rmsprop"
@@ -387,14 +434,15 @@ def train_arm(kind: str, cfg: Config, run: Run, prefix: str, state: dict | None,
     memory = EpisodeReplay(cfg.buffer_episodes, steps, n, env.obs_dims[0], env.state_dim)
     rng = np.random.default_rng([run.seed, 7])  # exploration and minibatch draws: the same stream for every arm
     nets = {"agent": agent, "target_agent": target_agent, "mixer": mixer, "target_mixer": target_mixer, "opt": opt}
-    s = {"episode": 0, "steps": 0, "evals": []}
+    s = {"episode": 0, "steps": 0, "evals": [], "reward_stats": [0.0, 0.0, 0.0]}
     if state is not None:
         for k, net in nets.items():
             if net is not None:
                 net.load_state_dict(state[k])
         memory.load(state["memory"])
         rng.bit_generator.state = json.loads(state["rng"])
-        s = {"episode": int(state["episode"]), "steps": int(state["steps"]), "evals": [list(e) for e in state["evals"]]}
+        s = {"episode": int(state["episode"]), "steps": int(state["steps"]), "evals": [list(e) for e in state["evals"]],
+             "reward_stats": [float(x) for x in state["reward_stats"]]}
     actor = Actor(agent, n, n_actions, cfg)
     for ep in run.progress(range(s["episode"], cfg.episodes), total=cfg.episodes, initial=s["episode"],
                            desc=f"qmix {prefix}{kind}", unit="episode"):
@@ -411,13 +459,16 @@ def train_arm(kind: str, cfg: Config, run: Run, prefix: str, state: dict | None,
         rec["mask"] = np.ones(t, np.float32)
         memory.add({k: np.asarray(v) for k, v in rec.items()})
         s["steps"] += t
+        if cfg.standardise_rewards:
+            s["reward_stats"] = list(update_stats(tuple(s["reward_stats"]), np.asarray(rec["reward"], np.float64)))
         if memory.n >= cfg.batch_size and (ep + 1) % cfg.train_every == 0:
             batch = memory.batch(rng.integers(0, memory.n, size=cfg.batch_size))
-            loss = qmix_update(kind, agent, mixer, target_agent, target_mixer, opt, batch, cfg, n_actions)
+            loss = qmix_update(kind, agent, mixer, target_agent, target_mixer, opt, batch, cfg, n_actions,
+                               tuple(s["reward_stats"]) if cfg.standardise_rewards else None)
             if (ep + 1) % 50 == 0:
                 run.check_finite(loss.item(), ep + 1, hint="lr")
                 run.log({f"{prefix}{kind}/loss": loss.item(), f"{prefix}{kind}/epsilon": eps}, step=ep + 1)
-        if (ep + 1) % cfg.target_update == 0:
+        if cfg.target_tau == 0 and (ep + 1) % cfg.target_update == 0:
             target_agent.load_state_dict(agent.state_dict())  # App. B: target nets copied every C episodes
             if mixer is not None:
                 target_mixer.load_state_dict(mixer.state_dict())
@@ -447,7 +498,7 @@ def twostep_q_table(kind: str, agent: RNNAgent, mixer: nn.Module | None, cfg: Co
         for u1 in range(2):
             for u2 in range(2):
                 qa = torch.stack([q[0, u1], q[1, u2]]).view(1, 1, 2)
-                v = mix_values(kind, qa, obs[:, -1:, 0], mixer)
+                v = mix_values(kind, qa, obs[:, -1:, 0] * cfg.state_scale, mixer)
                 out[f"{name}_{'AB'[u1]}{'AB'[u2]}"] = float(v.sum())
     return out
 
