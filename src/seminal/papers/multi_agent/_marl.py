@@ -15,10 +15,13 @@ Multi-Particle Environments as maintained today (the `mpe2` package), and reward
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import torch
 
 from seminal.core.errors import SeminalError
 
@@ -122,3 +125,34 @@ def random_baseline(task: str, episodes: int = 100, seed: int = 0, scale: Scale 
     rng = np.random.default_rng(seed)
     return rollout_return(env, lambda obs, state: [int(rng.integers(d)) for d in env.act_dims], episodes,
                           10**6, scale)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run a block with one torch thread (tiny nets: intra-op threads only add synchronisation), then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def arms_in_turn(arms, run, train_arm: Callable[[str, dict | None, Callable[[dict], None]], dict]) -> dict:
+    """Train each arm in turn on the same seed, resuming: `train_arm(arm, resume_state, save)` trains one arm,
+    calling `save(arm_state)` at its checkpoints; a checkpoint holds the finished arms' results and the running
+    arm's state, and one is written after each arm. Returns {arm: train_arm's result}."""
+    state = run.restore() or {"done": {}, "arm": None}
+    done = dict(state["done"])
+    for arm in arms:
+        if arm in done:
+            continue
+
+        def save(arm_state, arm=arm):
+            run.checkpoint({"done": done, "arm": {"name": arm, **arm_state}})
+
+        resume = state["arm"] if state["arm"] is not None and state["arm"]["name"] == arm else None
+        done[arm] = train_arm(arm, resume, save)
+        state["arm"] = None
+        run.checkpoint({"done": done, "arm": None})
+    return done

@@ -42,7 +42,7 @@ from seminal.core.config import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, 
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
-from seminal.papers.multi_agent._marl import MultiAgentEnv, Scale, rollout_return
+from seminal.papers.multi_agent._marl import MultiAgentEnv, Scale, arms_in_turn, one_torch_thread, rollout_return
 from seminal.papers.rl.ddpg import polyak_update
 
 # an arm: which agents get centralised critics. Cooperative tasks: every agent MADDPG, or every agent DDPG.
@@ -410,29 +410,14 @@ def smooth(values: list[float], window: int) -> np.ndarray:
 
 def train(cfg: Config, run: Run) -> dict[str, float]:
     cfg.validate()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: intra-op threads only add synchronisation
-    try:
+    with one_torch_thread():
         return _train(cfg, run)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: Config, run: Run) -> dict[str, float]:
     """The arms one after the other (a checkpoint holds the finished arms' results), then metrics and plots."""
     prefix = PREFIX[cfg.task]
-    state = run.restore() or {"done": {}, "arm": None}
-    done = dict(state["done"])
-    for arm in cfg.arms:
-        if arm in done:
-            continue
-
-        def save(arm_state, arm=arm):
-            run.checkpoint({"done": done, "arm": {"name": arm, **arm_state}})
-
-        resume = state["arm"] if state["arm"] is not None and state["arm"]["name"] == arm else None
-        done[arm] = train_arm(arm, cfg, run, resume, save)
-        state["arm"] = None
+    done = arms_in_turn(cfg.arms, run, lambda arm, resume, save: train_arm(arm, cfg, run, resume, save))
     env = MultiAgentEnv(cfg.task, seed=run.seed, max_cycles=cfg.max_cycles)
     baseline = random_team(env, cfg)
     metrics = {f"{prefix}random_return": baseline}

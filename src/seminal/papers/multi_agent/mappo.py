@@ -40,7 +40,15 @@ from seminal.core.config import NonNegFloat, PosFloat, PosInt, Prob, Range, Size
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
-from seminal.papers.multi_agent._marl import SCALE_TEXT, MultiAgentEnv, Scale, random_baseline, rollout_return
+from seminal.papers.multi_agent._marl import (
+    SCALE_TEXT,
+    MultiAgentEnv,
+    Scale,
+    arms_in_turn,
+    one_torch_thread,
+    random_baseline,
+    rollout_return,
+)
 from seminal.papers.rl.gae import gae
 
 ARMS = ("mappo", "ippo")
@@ -424,29 +432,13 @@ def train_arm(arm: str, cfg: Config, run: Run, state: dict | None, save) -> dict
 
 def train(cfg: Config, run: Run) -> dict[str, float]:
     cfg.validate()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: intra-op threads only add synchronisation
-    try:
+    with one_torch_thread():
         return _train(cfg, run)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: Config, run: Run) -> dict[str, float]:
     """Every arm in turn (a checkpoint between updates and after each arm), then the random baseline and plots."""
-    state = run.restore() or {"done": {}, "arm": None}
-    done = dict(state["done"])
-    for arm in cfg.arms:
-        if arm in done:
-            continue
-
-        def save(arm_state, arm=arm):
-            run.checkpoint({"done": done, "arm": {"name": arm, **arm_state}})
-
-        resume = state["arm"] if state["arm"] is not None and state["arm"]["name"] == arm else None
-        done[arm] = train_arm(arm, cfg, run, resume, save)
-        state["arm"] = None
-        run.checkpoint({"done": done, "arm": None})
+    done = arms_in_turn(cfg.arms, run, lambda arm, resume, save: train_arm(arm, cfg, run, resume, save))
     baseline = random_baseline(cfg.task, episodes=cfg.eval_episodes, seed=run.seed, scale=cfg.scale)
     metrics = {"eval/random_return": baseline}
     for arm in cfg.arms:

@@ -44,7 +44,14 @@ from seminal.core.config import NonNegInt, PosFloat, PosInt, Prob
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
 from seminal.core.run import Run
-from seminal.papers.multi_agent._marl import SCALE_TEXT, MultiAgentEnv, Scale, rollout_return
+from seminal.papers.multi_agent._marl import (
+    SCALE_TEXT,
+    MultiAgentEnv,
+    Scale,
+    arms_in_turn,
+    one_torch_thread,
+    rollout_return,
+)
 from seminal.papers.rl.ddpg import polyak_update
 
 ARMS = ("qmix", "vdn", "iql")
@@ -505,29 +512,14 @@ def twostep_q_table(kind: str, agent: RNNAgent, mixer: nn.Module | None, cfg: Co
 
 def train(cfg: Config, run: Run) -> dict[str, float]:
     cfg.validate()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: intra-op threads only add synchronisation
-    try:
+    with one_torch_thread():
         return _train(cfg, run)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: Config, run: Run) -> dict[str, float]:
     """The arms one after the other (a checkpoint holds the finished arms' results), then metrics and plot."""
     prefix = "twostep/" if cfg.task == "twostep" else "spread/"
-    state = run.restore() or {"done": {}, "arm": None}
-    done = dict(state["done"])
-    for kind in cfg.arms:
-        if kind in done:
-            continue
-
-        def save(arm_state, kind=kind):
-            run.checkpoint({"done": done, "arm": {"kind": kind, **arm_state}})
-
-        arm = state["arm"] if state["arm"] is not None and state["arm"]["kind"] == kind else None
-        done[kind] = train_arm(kind, cfg, run, prefix, arm, save)
-        state["arm"] = None
+    done = arms_in_turn(cfg.arms, run, lambda kind, resume, save: train_arm(kind, cfg, run, prefix, resume, save))
     env = make_env(cfg, run.seed)
     baseline = uniform_return(env, cfg)
     metrics = {f"{prefix}random_return": baseline}
