@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[rl,marl,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[rl,marl,distributed,dev]"
 	touch $(STAMP)
 
 run: $(STAMP)

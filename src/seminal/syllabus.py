@@ -90,7 +90,8 @@ class Entry:
 
 
 _EXTRAS = {"gymnasium": "rl", "Box2D": "rl", "pygame": "rl", "mujoco": "mujoco", "ale_py": "atari",
-           "stable_baselines3": "bench", "mpe2": "marl", "pettingzoo": "marl"}
+           "stable_baselines3": "bench", "mpe2": "marl", "pettingzoo": "marl",
+           "ray": "distributed"}
 """Optional third-party modules and the extra that installs each."""
 
 _E = Entry

@@ -1,0 +1,1 @@
+"""Papers of the 'distributed-rl' area (see seminal.syllabus)."""
