@@ -284,3 +284,22 @@ def test_the_need_line_reads_as_english_for_every_aggregate():
     some = rests_on({"aggregate": "k_of_n", "k": 2, "values": [1, 2, 3]})
     assert [on_seeds(r) for r in (mean, every, some)] == ["on the mean of 3 seeds", "on all 3 seeds",
                                                          "on 2 of 3 seeds"]
+
+
+def test_every_recorded_preset_reaches_the_table_and_a_failing_one_fails_the_status(tmp_path):
+    from seminal.core.report import status_table
+
+    def record(preset, passed):
+        claim = {"name": f"{preset} claim", "metric": "m", "op": ">", "threshold": 0.0, "mean": 1.0 if passed else -1.0,
+                 "std": 0.0, "values": [1.0 if passed else -1.0], "passed": passed, "paper_value": "p", "source": "s"}
+        return {"paper": "backprop", "preset": preset, "seeds": [0], "passed": passed, "claims": [claim]}
+
+    (tmp_path / "backprop.json").write_text(json.dumps(record("quick", True)))
+    entry = resolve("backprop")
+    assert entry.status(tmp_path) == "claim verified"
+    (tmp_path / "backprop.ablation.json").write_text(json.dumps(record("ablation", False)))
+    (tmp_path / "backprop.full.json").write_text(json.dumps(record("full", True)))
+    assert [r["preset"] for r in entry.records(tmp_path)] == ["quick", "full", "ablation"]
+    assert entry.status(tmp_path) == "claim failing"
+    table = status_table(tmp_path)
+    assert "❌ ablation claim (ablation)" in table and "✅ full claim (full)" in table

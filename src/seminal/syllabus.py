@@ -80,12 +80,20 @@ class Entry:
         except json.JSONDecodeError:
             return None
 
+    def records(self, results: Path | None = None) -> list[dict]:
+        """Every record of this paper: quick first, then full, then any other preset's (e.g. an ablation)."""
+        folder = results or results_dir()
+        others = sorted(p.name[len(self.slug) + 1:-len(".json")] for p in folder.glob(f"{self.slug}.*.json"))
+        presets = ["quick"] + (["full"] if "full" in others else []) + [o for o in others if o != "full"]
+        return [r for r in (self.result(folder, p) for p in presets) if r is not None]
+
     def status(self, results: Path | None = None) -> str:
-        res = self.result(results)
+        """claim verified: every recorded preset passes; claim failing: one of them fails."""
+        records = self.records(results)
         if self.implemented:
-            if res is None:
+            if not records:
                 return "implemented"
-            return "claim verified" if res.get("passed") else "claim failing"
+            return "claim verified" if all(r.get("passed") for r in records) else "claim failing"
         return "notes only" if self.notes_path.exists() else "planned"
 
 

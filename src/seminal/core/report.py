@@ -31,10 +31,10 @@ def _fmt(v) -> str:
 
 
 def _load(results: Path) -> dict[str, list[dict]]:
-    """Per paper, its quick record first, then any full-preset record."""
+    """Per paper, its quick record first, then any full-preset record, then any other preset's."""
     out: dict[str, list[dict]] = {}
     for e in SYLLABUS:
-        records = [r for r in (e.result(results, "quick"), e.result(results, "full")) if r is not None]
+        records = e.records(results)
         if records:
             out[e.slug] = records
     return out
