@@ -59,7 +59,7 @@ def test_actor_state_round_trip_continues_exactly():
 
 
 def test_local_actors_take_turns_and_broadcast_reaches_all():
-    runner = _actors.LocalActors("CartPole-v1", 3, 1, 0)
+    runner = _actors.LocalActors(3, "CartPole-v1", 1, 0)
     runner.broadcast(_actors.policy_weights(_actors.PolicyNet(4, 2, (4,), seed=0)), 2)
     assert [u["actor"] for u in runner.unrolls(4, 2)] == [0, 1, 2, 0]
     assert all(actor.version == 2 for actor in runner.actors)
@@ -76,4 +76,4 @@ def test_ray_mode_without_ray_is_a_one_line_error(monkeypatch):
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(SeminalError, match=r"pip install 'seminal\[distributed\]'"):
-        _actors.RayActors("CartPole-v1", 1, 1, 0)
+        _actors.RayActors(1, "CartPole-v1", 1, 0)

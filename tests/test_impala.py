@@ -215,7 +215,7 @@ def test_a_ray_actor_and_a_local_actor_give_the_same_unroll_and_update():
     local = _actors.Actor("CartPole-v1", 3, 11, 1)
     local.set_weights(weights, 0)
     with _actors.ray_session(1):
-        remote = _actors.RayActors("CartPole-v1", 1, 3, 11)  # actor index 0 ...
+        remote = _actors.RayActors(1, "CartPole-v1", 3, 11)  # actor index 0 ...
         remote.actors = [remote.ray.remote(num_cpus=1)(_actors.Actor).remote("CartPole-v1", 3, 11, 1)]  # ... now 1
         remote.broadcast(weights, 0)
         from_ray = remote.unrolls(2, 25)

@@ -15,6 +15,10 @@ math here (targets, corrections and losses stay in the paper modules).
   * `ray_session`: `ray.init` (local, or a cluster at `address`) and `ray.shutdown` around a block.
   * `stack`: unrolls side by side on the batch axis.
 
+Both pools take the actor class (`Actor` by default; a paper may bring its own with the same methods:
+`__init__(*args, index)`, `set_weights(weights, version)`, `unroll(T, weights=None, version=None)`, `state()`,
+`load(state)`, `close()`), so Ape-X and R2D2 actors, which return transitions or sequences, run on the same pools.
+
 Ray is the `distributed` extra, imported only in ray mode.
 """
 
@@ -159,6 +163,10 @@ class Actor:
         out["obs"][T] = self.obs
         return {**out, "episodes": episodes, "version": self.version, "actor": self.index}
 
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
     def state(self) -> dict[str, Any]:
         return {"envs": [env_state(env) for env in self.envs], "obs": self.obs.copy(), "ep_ret": self.ep_ret.copy(),
                 "rng": json.dumps(self.rng.bit_generator.state), "weights": self.weights, "version": self.version}
@@ -181,10 +189,10 @@ def stack(unrolls: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 # ---- many actors: locally in lockstep, or on Ray ------------------------------------------------------------
 class LocalActors:
     """The actors as plain objects in this process, asked for unrolls in turn (actor 0, 1, ..., 0, ...); a
-    broadcast reaches every actor at once. Deterministic for a seed."""
+    broadcast reaches every actor at once. Deterministic for a seed. Actor i is `actor_cls(*args, i)`."""
 
-    def __init__(self, env_id: str, n_actors: int, envs_per_actor: int, seed: int):
-        self.actors = [Actor(env_id, envs_per_actor, seed, i) for i in range(n_actors)]
+    def __init__(self, n_actors: int, *args: Any, actor_cls: type = Actor):
+        self.actors = [actor_cls(*args, i) for i in range(n_actors)]
         self.turn = 0
 
     def broadcast(self, weights: list[np.ndarray], version: int) -> None:
@@ -208,20 +216,20 @@ class LocalActors:
 
     def close(self) -> None:
         for actor in self.actors:
-            for env in actor.envs:
-                env.close()
+            actor.close()
 
 
 class RayActors:
     """Each actor a Ray actor (one CPU) with one unroll in flight. `unrolls(k)` returns the first k to arrive and
     relaunches each of their actors at once, with the newest broadcast weights if it has not had them yet (sent as
     one object in Ray's store, not once per actor). Actors never wait for the learner: their policy lags by however
-    many updates happened while they acted, plus what the learner holds back on purpose."""
+    many updates happened while they acted, plus what the learner holds back on purpose. Actor i is
+    `actor_cls(*args, i)` in its own process."""
 
-    def __init__(self, env_id: str, n_actors: int, envs_per_actor: int, seed: int):
+    def __init__(self, n_actors: int, *args: Any, actor_cls: type = Actor):
         self.ray = import_ray()
-        remote = self.ray.remote(num_cpus=1)(Actor)
-        self.actors = [remote.remote(env_id, envs_per_actor, seed, i) for i in range(n_actors)]
+        remote = self.ray.remote(num_cpus=1)(actor_cls)
+        self.actors = [remote.remote(*args, i) for i in range(n_actors)]
         self.pending: dict[Any, int] = {}  # object ref of an unroll in flight -> actor index
         self.weights_ref, self.version, self.sent = None, -1, [-1] * n_actors
 
@@ -259,8 +267,9 @@ class RayActors:
         self.pending.clear()
 
 
-def make_actors(mode: str, env_id: str, n_actors: int, envs_per_actor: int, seed: int) -> LocalActors | RayActors:
-    return (LocalActors if mode == "local" else RayActors)(env_id, n_actors, envs_per_actor, seed)
+def make_actors(mode: str, n_actors: int, *args: Any, actor_cls: type = Actor) -> LocalActors | RayActors:
+    """n_actors actors `actor_cls(*args, i)`: plain objects in lockstep (mode "local") or Ray actors ("ray")."""
+    return (LocalActors if mode == "local" else RayActors)(n_actors, *args, actor_cls=actor_cls)
 
 
 @contextmanager

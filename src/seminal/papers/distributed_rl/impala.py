@@ -273,7 +273,7 @@ def train_arm(arm: str, correction: Correction, policy_lag: int, total_steps: in
     learner takes one V-trace step per batch of unrolls. Resumes from `state` (a checkpoint between updates)."""
     obs_dim, n_actions = env_spaces(cfg.env_id, "IMPALA")
     net, opt = make_learner(obs_dim, n_actions, cfg, run.seed)
-    actors = make_actors(mode or cfg.mode, cfg.env_id, cfg.n_actors, cfg.envs_per_actor, run.seed)
+    actors = make_actors(mode or cfg.mode, cfg.n_actors, cfg.env_id, cfg.envs_per_actor, run.seed)
     n_updates = total_steps // cfg.steps_per_update
     snapshots: deque = deque([policy_weights(net)], maxlen=policy_lag + 1)  # policies of updates u - lag ... u
     s = {"update": 0, "evals": [], "episodes": [], "lag": []}
