@@ -10,7 +10,8 @@ math here (targets, corrections and losses stay in the paper modules).
     Its `state()` (envs, generator, weights, running episode returns) makes a local run resume exactly.
   * `LocalActors`: the actors as plain objects, stepped in lockstep in this process, round-robin; deterministic.
   * `RayActors`: each actor a Ray actor with one unroll always in flight; `unrolls(k)` hands back the first k
-    that arrive (`ray.wait`), and each actor is relaunched at once with the newest weights broadcast to it.
+    that arrive (`ray.wait`), `ready()` those finished by now without waiting (a learner that never waits for
+    data: Ape-X), and each actor is relaunched at once with the newest weights broadcast to it.
     Asynchronous, so not bitwise deterministic.
   * `ray_session`: `ray.init` (local, or a cluster at `address`) and `ray.shutdown` around a block.
   * `stack`: unrolls side by side on the batch axis.
@@ -206,6 +207,10 @@ class LocalActors:
             self.turn += 1
         return out
 
+    def ready(self, T: int) -> list[dict[str, Any]]:
+        """Local stand-in for `RayActors.ready`: the next actor's unroll (local actors are never done on their own)."""
+        return self.unrolls(1, T)
+
     def state(self) -> dict[str, Any]:
         return {"turn": self.turn, "actors": [a.state() for a in self.actors]}
 
@@ -250,6 +255,18 @@ class RayActors:
             ready, _ = self.ray.wait(list(self.pending), num_returns=1)
             i = self.pending.pop(ready[0])
             out.append(self.ray.get(ready[0]))
+            self._launch(i, T)
+        return out
+
+    def ready(self, T: int) -> list[dict[str, Any]]:
+        """Every unroll finished by now, without waiting (possibly none); each of their actors relaunched at once."""
+        for i in set(range(len(self.actors))) - set(self.pending.values()):
+            self._launch(i, T)
+        done, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        out = []
+        for ref in done:
+            i = self.pending.pop(ref)
+            out.append(self.ray.get(ref))
             self._launch(i, T)
         return out
 
