@@ -391,12 +391,12 @@ def learner_step(net: DuelingQ, target: DuelingQ, opt: torch.optim.Optimizer, ba
     """One n-step double-Q step on a prioritized batch, the loss weighted by the importance weights; returns the TD
     errors G_t - q(S_t, A_t) (the new priorities) and the loss."""
     obs, next_obs = torch.tensor(batch["obs"]), torch.tensor(batch["next_obs"])  # copies: Ray hands read-only arrays
-    action = torch.as_tensor(batch["action"])
+    action = torch.tensor(batch["action"])
     q_sa = net(obs).gather(1, action[:, None]).squeeze(1)
     with torch.no_grad():
         g = n_step_target(batch["ret"], batch["discount"], net(next_obs).numpy(), target(next_obs).numpy())  # §3
     g = torch.as_tensor(g, dtype=torch.float32)
-    loss = td_loss(q_sa, g, cfg.huber_delta, torch.as_tensor(batch["weights"]))
+    loss = td_loss(q_sa, g, cfg.huber_delta, torch.tensor(batch["weights"]))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
