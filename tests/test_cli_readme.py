@@ -119,6 +119,8 @@ def _argv(command: str, tmp_path: Path) -> list[str]:
     argv = ["lenet5" if a == "ID" else a for a in argv]  # `seminal show ID`
     if "--jobs" in argv:  # worker processes would not see the stub; the parallel path is tested with real runs
         argv[argv.index("--jobs") + 1] = "1"
+    if "--ray" in argv:  # nor would Ray's; `reproduce --ray` is tested with real runs in tests/test_determinism.py
+        argv.remove("--ray")
     if argv[0] == "reproduce" and not {"--seeds", "--seed-list", "--record"} & set(argv):
         argv += ["--seeds", "1"]  # the default of 3 only repeats the same stub
     return argv

@@ -56,3 +56,49 @@ def test_jobs_worker_processes_give_the_numbers_of_one_process(tmp_path, monkeyp
     assert values[1] == values[2] and values[1]
     d = records[2]["determinism"]
     assert d["threads"] == [1, 1] and d["torch"] == torch.__version__ and d["cpu_capability"]
+
+
+def test_ray_tasks_give_the_numbers_of_one_process(tmp_path, monkeypatch):
+    """`reproduce --ray`: the seed-runs as Ray tasks on a local 2-CPU instance give the numbers of one process, their
+    run folders land in --out, and the instance is shut down after."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("SEMINAL_THREADS", "1")
+    entry = syllabus.resolve("ppo")
+    records = {}
+    for name, kw in (("one", {}), ("ray", {"ray": "local"})):
+        runner.reproduce([entry], "quick", [5, 6], TINY["ppo"], tmp_path / name, progress=False, **kw)
+        records[name] = json.loads((tmp_path / name / "results" / "ppo.json").read_text())
+    values = {name: {k: m["values"] for k, m in r["metrics"].items() if not _WALL_CLOCK.search(k)}
+              for name, r in records.items()}
+    assert values["one"] == values["ray"] and values["one"]
+    summaries = sorted((tmp_path / "ray" / "ppo").glob("*/summary.json"))
+    assert [json.loads(p.read_text())["seed"] for p in summaries] == [5, 6]
+    assert not ray.is_initialized()
+
+
+def test_a_ray_task_that_cannot_write_to_out_sends_its_run_folder_back(tmp_path, monkeypatch):
+    """On another node of a cluster --out may not exist: the task runs into a temporary folder and returns the files
+    the record needs (config, summary, metrics, plots), which the driver writes into --out."""
+    monkeypatch.setenv("SEMINAL_THREADS", "1")
+    locked = tmp_path / "a-file"  # no folder can be made under a file, even by root
+    locked.write_text("")
+    summary, files = runner._run_seed_on_ray(("ppo", "quick", 4, TINY["ppo"], str(locked / "runs"), None))
+    assert not str(summary["run_dir"]).startswith(str(locked))
+    written = runner.Path(summary["run_dir"]) / "summary.json"
+    assert json.loads(files["summary.json"]) == json.loads(written.read_text())
+    assert json.loads(files["config.json"])["seed"] == 4 and files["metrics.jsonl"]
+    assert set(files) >= {"config.json", "summary.json", "metrics.jsonl"}
+
+
+def test_ray_refuses_jobs():
+    with pytest.raises(runner.SeminalError, match="drop --jobs"):
+        runner.reproduce([syllabus.resolve("ppo")], "quick", [0], TINY["ppo"], "unused", jobs=2, ray="local",
+                         progress=False)
+
+
+def test_papers_with_their_own_ray_actors_are_kept_out_of_ray_tasks():
+    """Under --ray a distributed-RL paper in mode=ray runs on this machine (its actors need the cluster's CPUs)."""
+    impala, ppo = syllabus.resolve("impala"), syllabus.resolve("ppo")
+    assert runner.uses_ray(impala, "quick", [])
+    assert not runner.uses_ray(impala, "quick", ["mode=local"])
+    assert not runner.uses_ray(ppo, "quick", [])

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-list", default=None, metavar="A,B,C",
                    help="explicit seeds, e.g. 10,11,12 (keep tuning seeds apart from claim seeds)")
     p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the seed-runs as Ray tasks, one CPU each: alone, on a Ray instance started on this "
+                   "machine; with an ADDRESS (e.g. ray://head:10001 or auto), on that cluster (needs "
+                   "seminal[distributed])")
     p.add_argument("--resume", action="store_true", help="reuse finished seed-runs in --out with the same config "
                    "and commit, and continue interrupted ones")
     where = p.add_mutually_exclusive_group()
@@ -281,7 +285,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             print(f"SKIP {e.number:>2} {e.slug}: cannot be imported: {err}", file=sys.stderr)
     records = reproduce(entries, args.preset, seeds, args.overrides, args.out, args.results, args.jobs,
                         first_seed=args.first_seed, record=checkout("--record") if args.record else None,
-                        resume=args.resume, progress=False if args.quiet else None)
+                        resume=args.resume, progress=False if args.quiet else None, ray=args.ray)
     failed = [r["paper"] + (" (error)" if r.get("error") else "") for r in records if not r["passed"]]
     where = "the committed record (results/)" if args.record else (args.results or f"{args.out}/results")
     print(f"{len(records) - len(failed)}/{len(records)} papers passed" +

@@ -273,6 +273,7 @@ def reproduce(
     record: Path | str | None = None,
     resume: bool = False,
     progress: bool | None = None,
+    ray: str | None = None,
 ) -> list[dict]:
     """Check each paper's claims over seeds; write <results>/<slug>.json with its plots in <results>/<slug>/.
 
@@ -281,6 +282,8 @@ def reproduce(
     unknown commit or a dirty tree. `resume` reuses finished seed-runs under `out_root` with the same config and
     commit, and continues interrupted ones. A paper without claims for `preset`, or (among several) one that
     fails with an error, is reported and the others go on; its entry in the returned list has an `error`.
+    `ray` runs the seed-runs as Ray tasks, one CPU each (one GPU for the full preset where the cluster has one):
+    "local" starts a Ray instance on this machine, anything else is the address of a cluster (`ray.init(address=)`).
     """
     def seeds_of(entry: Entry) -> list[int]:  # None: the paper's own count (`SEEDS` in its module), else 3
         return seed_list(getattr(entry.load(), "SEEDS", 3) if seeds is None else seeds, first_seed)
@@ -288,6 +291,8 @@ def reproduce(
     per_paper = {e.slug: seeds_of(e) for e in papers}
     if jobs < 1:
         raise SeminalError(f"--jobs {jobs}: need at least 1 job")
+    if ray is not None and jobs > 1:
+        raise SeminalError("--ray runs the seed-runs as Ray tasks; drop --jobs (or --ray)")
     if record is not None and results is not None:
         raise SeminalError("--record writes the checkout's results/; drop --results DIR (or --record)")
     for entry in papers:  # fail fast on bad presets and overrides, before any training
@@ -312,37 +317,42 @@ def reproduce(
     for e in skipped:
         say(f"SKIP {e.number:>2} {e.slug}: no claims for preset '{preset}'")
     sha = commit()
+    cluster = RayCluster(ray, preset) if ray is not None else None
     records: list[dict] = []
-    for i, entry in enumerate(todo):
-        bar.set_description_str(f"{entry.slug} (paper {i + 1}/{len(todo)}, seed-runs {bar.runs[0]}/{bar.runs[1]})")
-        seed_ids = per_paper[entry.slug]
-        t0, share = time.perf_counter(), bar.n + expect[entry.slug] * len(seed_ids)
-        try:
-            summaries = _run_seeds(entry, preset, seed_ids, overrides, Path(out_root), jobs, resume, sha, bar,
-                                   expect[entry.slug], say)
-        except Interrupted as e:
-            bar.close()
-            e.args = (f"interrupted; finished seed-runs and the checkpoint in {e.run_dir} are kept: run the same "
-                      "`seminal reproduce` again with --resume to continue",)
-            raise
-        except SeminalError as e:
-            if len(todo) == 1:
+    try:
+        for i, entry in enumerate(todo):
+            bar.set_description_str(f"{entry.slug} (paper {i + 1}/{len(todo)}, seed-runs {bar.runs[0]}/{bar.runs[1]})")
+            seed_ids = per_paper[entry.slug]
+            t0, share = time.perf_counter(), bar.n + expect[entry.slug] * len(seed_ids)
+            try:
+                summaries = _run_seeds(entry, preset, seed_ids, overrides, Path(out_root), jobs, resume, sha, bar,
+                                       expect[entry.slug], say, cluster)
+            except Interrupted as e:
                 bar.close()
+                e.args = (f"interrupted; finished seed-runs and the checkpoint in {e.run_dir} are kept: run the same "
+                          "`seminal reproduce` again with --resume to continue",)
                 raise
-            say(f"ERROR {entry.number:>2} {entry.slug}: {e}")
-            records.append({"paper": entry.slug, "number": entry.number, "preset": preset, "passed": False,
-                            "error": str(e)})
-            bar.runs[0] += len(seed_ids)
-            bar.update(share - bar.n)  # its seed-runs will not come: the bar and its ETA move past them
-            continue
-        rec = _aggregate(entry, preset, summaries, overrides, time.perf_counter() - t0, root=record)
-        rec["plots"] = _copy_plots(summaries, results_path, plot_folder(entry.slug, preset))
-        (results_path / result_name(entry.slug, preset)).write_text(json.dumps(rec, indent=2) + "\n")
-        say(f"{'PASS' if rec['passed'] else 'FAIL'} {entry.number:>2} {entry.slug}: " + "; ".join(
-            f"{c['name']}: {_fmt(c['mean'])} ± {_fmt(c['std'])}, {c['seeds_passed']} of {c['n']} seeds (need "
-            f"{c['op']} {c['threshold']:g} {on_seeds(c['rests_on'])}; paper {c['paper_value']})"
-            for c in rec["claims"]) + (f" [overrides: {' '.join(rec['overrides'])}]" if rec["overrides"] else ""))
-        records.append(rec)
+            except SeminalError as e:
+                if len(todo) == 1:
+                    bar.close()
+                    raise
+                say(f"ERROR {entry.number:>2} {entry.slug}: {e}")
+                records.append({"paper": entry.slug, "number": entry.number, "preset": preset, "passed": False,
+                                "error": str(e)})
+                bar.runs[0] += len(seed_ids)
+                bar.update(share - bar.n)  # its seed-runs will not come: the bar and its ETA move past them
+                continue
+            rec = _aggregate(entry, preset, summaries, overrides, time.perf_counter() - t0, root=record)
+            rec["plots"] = _copy_plots(summaries, results_path, plot_folder(entry.slug, preset))
+            (results_path / result_name(entry.slug, preset)).write_text(json.dumps(rec, indent=2) + "\n")
+            say(f"{'PASS' if rec['passed'] else 'FAIL'} {entry.number:>2} {entry.slug}: " + "; ".join(
+                f"{c['name']}: {_fmt(c['mean'])} ± {_fmt(c['std'])}, {c['seeds_passed']} of {c['n']} seeds (need "
+                f"{c['op']} {c['threshold']:g} {on_seeds(c['rests_on'])}; paper {c['paper_value']})"
+                for c in rec["claims"]) + (f" [overrides: {' '.join(rec['overrides'])}]" if rec["overrides"] else ""))
+            records.append(rec)
+    finally:
+        if cluster is not None:
+            cluster.close()
     bar.close()
     if record is not None:
         from seminal.core.report import write_record_docs
@@ -355,8 +365,8 @@ def reproduce(
 
 
 def _run_seeds(entry: Entry, preset: str, seed_ids: list[int], overrides, out_root: Path, jobs: int, resume: bool,
-               sha: str | None, bar, expect: float, say) -> list[dict]:
-    """Each seed's summary, in seed order: reused, resumed or run (in `jobs` processes)."""
+               sha: str | None, bar, expect: float, say, cluster: RayCluster | None = None) -> list[dict]:
+    """Each seed's summary, in seed order: reused, resumed or run (in `jobs` processes, or as Ray tasks)."""
     cfg = json.loads(json.dumps(to_dict(paper_config(entry, preset, overrides))))
     done: dict[int, dict] = {}
     tasks = []
@@ -381,7 +391,20 @@ def _run_seeds(entry: Entry, preset: str, seed_ids: list[int], overrides, out_ro
         marks = " ".join(f"{c['metric']}={_fmt(c['value'])}{'✓' if c['passed'] else '✗'}" for c in s["claims"])
         say(f"  {entry.slug} seed {s['seed']}: {s['seconds']:.1f}s  {marks}")
 
-    if jobs > 1 and len(tasks) > 1:
+    if cluster is not None and tasks and uses_ray(entry, preset, overrides):
+        # its actors need the cluster's CPUs while it runs: one seed-run at a time, in a fresh process of this
+        # machine, which starts its own Ray (or joins the one its `ray_address` key names), as without --ray
+        import multiprocessing as mp
+
+        say(f"  {entry.slug}: its actors are Ray actors; its seed-runs run one at a time on this machine")
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(threads_from_env() or 1,)) as pool:
+            for t in tasks:
+                finished(pool.submit(_run_seed, t).result())
+    elif cluster is not None and tasks:
+        for summary in cluster.run(tasks, out_root):
+            finished(summary)
+    elif jobs > 1 and len(tasks) > 1:
         import multiprocessing as mp
 
         n = min(jobs, len(tasks))
@@ -394,6 +417,97 @@ def _run_seeds(entry: Entry, preset: str, seed_ids: list[int], overrides, out_ro
         for t in tasks:
             finished(execute(t[0], t[1], t[2], t[3], t[4], resume_dir=t[5], progress=not bar.disable or None))
     return [done[s] for s in seed_ids]
+
+
+def uses_ray(entry: Entry, preset: str, overrides: list[str] | None) -> bool:
+    """Whether the paper's runs start Ray actors of their own (distributed RL in `mode=ray`)."""
+    return getattr(paper_config(entry, preset, overrides), "mode", None) == "ray"
+
+
+_RUN_FILES = ("config.json", "summary.json", "metrics.jsonl")
+
+
+def _run_seed_on_ray(args: tuple) -> tuple[dict, dict[str, bytes]]:
+    """A seed-run inside a Ray task: into `out_root` if this node can write there, else a temporary folder; the
+    run folder's record files and plots come back with the summary, for a driver that cannot see this node's disk."""
+    import tempfile
+
+    slug, preset, seed, overrides, out_root, resume_dir = args
+    try:
+        Path(out_root).mkdir(parents=True, exist_ok=True)
+        if not os.access(out_root, os.W_OK):
+            raise OSError(out_root)
+    except OSError:
+        out_root, resume_dir = tempfile.mkdtemp(prefix="seminal-"), None
+    summary = execute(slug, preset, seed, overrides, out_root, resume_dir=resume_dir, progress=False)
+    run_dir = Path(summary["run_dir"])
+    files = {name: (run_dir / name).read_bytes() for name in _RUN_FILES if (run_dir / name).exists()}
+    files.update({f"plots/{p.name}": p.read_bytes() for p in sorted((run_dir / "plots").glob("*.png"))})
+    return summary, files
+
+
+class RayCluster:
+    """`reproduce --ray`: seed-runs as Ray tasks of one CPU (and one GPU for `full` where the cluster has GPUs),
+    on a Ray instance started here ("local") or a running cluster (an address). Each task runs with one torch thread
+    (`SEMINAL_THREADS=1`), so a seed gives the numbers it gives without Ray. On a cluster the package travels with
+    the tasks (`py_modules`); the data must be where the nodes find it (`SEMINAL_DATA`)."""
+
+    def __init__(self, address: str, preset: str):
+        try:
+            import ray
+        except ImportError:
+            raise SeminalError("--ray needs Ray: pip install 'seminal[distributed]'") from None
+        self.ray, self.started = ray, False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"num_cpus": os.cpu_count() or 1} if address == "local" else {"address": address}
+            try:
+                ray.init(**kwargs, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise SeminalError(f"--ray {address}: cannot reach a Ray cluster there ({' '.join(str(e).split())}); "
+                                   "start one with `ray start --head`, or give --ray alone for a local one") from None
+            self.started = True
+        gpu = 1 if preset == "full" and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        env = {"SEMINAL_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        runtime: dict[str, Any] = {"env_vars": env}
+        if address != "local":
+            import seminal
+
+            runtime["py_modules"] = [str(Path(seminal.__file__).parent)]
+        self.task = ray.remote(num_cpus=1, num_gpus=gpu, max_retries=0)(_run_seed_on_ray).options(runtime_env=runtime)
+
+    def run(self, tasks: list[tuple], out_root: Path):
+        """Yield each task's summary as it finishes, its run folder copied into `out_root` if it ran elsewhere."""
+        ray = self.ray
+        tasks = [(*t[:4], str(Path(out_root).resolve()), t[5]) for t in tasks]
+        pending = {self.task.remote(t): t for t in tasks}
+        try:
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                t = pending.pop(ref)
+                try:
+                    summary, files = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    if isinstance(cause, SeminalError):
+                        raise SeminalError(str(cause)) from None
+                    raise SeminalError(f"{t[0]} seed {t[2]} failed on the cluster: "
+                                       f"{' '.join(str(cause or e).split())[-300:]}") from None
+                if not Path(summary["run_dir"]).exists():  # ran on another node: bring its record files here
+                    run_dir = _new_run_dir(Path(out_root), t[0], t[2])
+                    for name, data in files.items():
+                        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                        (run_dir / name).write_bytes(data)
+                    summary["run_dir"] = str(run_dir)
+                    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                yield summary
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
 
 
 def result_name(slug: str, preset: str) -> str:
