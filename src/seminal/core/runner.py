@@ -391,7 +391,11 @@ def _run_seeds(entry: Entry, preset: str, seed_ids: list[int], overrides, out_ro
         marks = " ".join(f"{c['metric']}={_fmt(c['value'])}{'✓' if c['passed'] else '✗'}" for c in s["claims"])
         say(f"  {entry.slug} seed {s['seed']}: {s['seconds']:.1f}s  {marks}")
 
-    if cluster is not None and tasks and uses_ray(entry, preset, overrides):
+    own_ray = bool(tasks) and (cluster is not None or jobs > 1) and uses_ray(entry, preset, overrides)
+    if own_ray and cluster is None:  # its Ray actors take the cores: two seed-runs at once would halve each one's
+        say(f"  {entry.slug}: its actors are Ray actors; its seed-runs run one at a time")
+        jobs = 1
+    if cluster is not None and own_ray:
         # its actors need the cluster's CPUs while it runs: one seed-run at a time, in a fresh process of this
         # machine, which starts its own Ray (or joins the one its `ray_address` key names), as without --ray
         import multiprocessing as mp
