@@ -24,15 +24,7 @@ TINY = replace(ape_x.PRESETS["quick"], mode="local", actors=(1, 2), envs_per_act
                solved_return=1e9)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    from matplotlib.figure import Figure
-
-    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_no_plots")
 
 
 def test_actor_epsilons_are_eps_to_the_power_1_plus_alpha_i_over_n_minus_1():

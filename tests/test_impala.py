@@ -20,15 +20,7 @@ TINY = replace(impala.PRESETS["quick"], mode="local", n_actors=2, envs_per_actor
                total_steps=400, hidden=(8,), eval_every=200, eval_episodes=1, ablation=(), checkpoint_every=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    from matplotlib.figure import Figure
-
-    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_no_plots")
 
 
 def slow_vtrace(blogp, tlogp, rewards, values, bootstrap, discounts, rho_bar, c_bar, pg_rho_bar, lam=1.0):

@@ -24,15 +24,7 @@ SMALL = replace(r2d2.PRESETS["quick"], mode="local", n_actors=2, envs_per_actor=
                 target_update=10, sync_every=5, checkpoint_every=20, arms=("r2d2", "zero", "ff"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    from matplotlib.figure import Figure
-
-    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_no_plots")
 
 
 # ---- value rescaling -----------------------------------------------------------------------------------------
