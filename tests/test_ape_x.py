@@ -157,6 +157,28 @@ def test_the_actors_initial_priorities_are_the_learners_td_errors():
     np.testing.assert_allclose(replay.sampler.tree.leaves[:n], want, rtol=1e-4)
 
 
+def test_each_env_explores_with_its_own_epsilon():
+    """§4.1 gives each env its own eps_i: an env with eps 0 always takes the greedy action of the online weights,
+    one with eps 1 a uniform random action (non-greedy about half the time on CartPole)."""
+    cfg = replace(TINY, envs_per_actor=2)
+    actor = ape_x.ApeXActor(cfg, 1, 3, ape_x.ReplayServer(cfg, 4, seed=0), 0)
+    net = ape_x.DuelingQ(4, 2, cfg.hidden, 1)
+    weights = {"online": ape_x.weights_of(net), "target": ape_x.weights_of(net)}
+    taken: dict[int, list] = {0: [], 1: []}
+    for j, nstep in enumerate(actor.nstep):
+        def record(obs, action, *rest, j=j, step=nstep.step):
+            taken[j].append((obs, action))
+            return step(obs, action, *rest)
+        nstep.step = record
+    actor.eps = np.array([0.0, 1.0])
+    actor.unroll(60, weights, 0)
+    for j in (0, 1):
+        obs = np.stack([o for o, _ in taken[j]])
+        greedy = ape_x.numpy_q(weights["online"], obs).argmax(axis=1)
+        off = np.mean(np.array([a for _, a in taken[j]]) != greedy)
+        assert (off == 0.0) if j == 0 else (0.25 < off < 0.75), (j, off)
+
+
 def test_one_learner_update_against_an_independent_computation():
     cfg = replace(TINY, huber_delta=1.0, max_grad_norm=1e9)
     net, target = ape_x.DuelingQ(3, 2, (6,), 0), ape_x.DuelingQ(3, 2, (6,), 1)

@@ -262,6 +262,27 @@ def test_stored_state_equals_the_lstm_state_over_the_episode_prefix():
     assert checked >= 5 and any(np.abs(s["h0"]).sum() > 0.01 for s in out["sequences"])
 
 
+def test_each_env_explores_with_its_own_epsilon():
+    """Ape-X's eps_i per env: in the first episode of each env (episode id = env index), an env with eps 0 takes the
+    greedy action of the LSTM from its stored state at every step, one with eps 1 a random action about half the
+    time."""
+    actor = r2d2.R2D2Actor(SMALL, True, 3, 0)
+    net = r2d2.R2D2Net(2, 2, SMALL, True, seed=7)
+    actor.set_weights(r2d2.numpy_weights(net), 0)
+    actor.eps = np.array([0.0, 1.0])
+    out = actor.unroll(80)
+    off: dict[int, list] = {0: [], 1: []}
+    for seq in out["sequences"]:
+        if seq["episode"] in off:
+            n = seq["length"]
+            with torch.no_grad():
+                q, _ = net(torch.as_tensor(seq["obs"][:n])[:, None], (torch.as_tensor(seq["h0"])[None],
+                                                                     torch.as_tensor(seq["c0"])[None]))
+            off[seq["episode"]] += list(q[:, 0].argmax(-1).numpy() != seq["actions"][:n])
+    assert len(off[0]) >= 8 and len(off[1]) >= 8
+    assert np.mean(off[0]) == 0.0 and 0.2 < np.mean(off[1]) < 0.8, (np.mean(off[0]), np.mean(off[1]))
+
+
 def test_overlapping_sequences_cover_each_episode_with_padding_masked():
     cfg = SMALL  # m = 6, a new sequence every 3 steps
     actor, _, out = _actor_sequences(cfg, steps=80)
