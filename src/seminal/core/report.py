@@ -211,7 +211,7 @@ def results_html(results: Path | None = None) -> str:
             f"<p>{summary} Each row is our value over seeds beside the paper's figure; a paper's page has its "
             "plots, notes, the exact command, config, commit and machine.</p>",
             "<div class='scroll'><table><tr><th>#</th><th>paper</th><th>claim and its bar</th>"
-            "<th>ours (mean ± std)</th><th>seeds passing</th><th>paper's figure</th><th>result</th></tr>"]
+            "<th>ours (mean ± std)</th><th>seeds passing</th><th>result</th><th>paper's figure</th></tr>"]
     for i, (e, r, c) in enumerate(rows):
         span = sum(1 for x in rows if x[0] is e)
         head = "" if i and rows[i - 1][0] is e else (
@@ -221,9 +221,8 @@ def results_html(results: Path | None = None) -> str:
         body.append(
             f"<tr>{head}<td>{html.escape(c['name'])}{preset}<br>{_need(c)}</td><td>{_ours(c)}"
             + (f"<br><span class='muted'>{html.escape(_overrides(r).strip())}</span>" if r.get("overrides") else "")
-            + f"</td><td>{seeds_text(c)}</td><td>{html.escape(c['paper_value'])} "
-            f"<span class='muted'>({html.escape(c['source'])}; bar: {_bar(c)})</span></td>"
-            f"<td>{_verdict(c)}</td></tr>")
+            + f"</td><td>{seeds_text(c)}</td><td>{_verdict(c)}</td><td>{html.escape(c['paper_value'])} "
+            f"<span class='muted'>({html.escape(c['source'])}; bar: {_bar(c)})</span></td></tr>")
     body.append("</table></div>")
     groups = {"Implemented, not yet measured": [], "Notes only": [], "Planned": []}
     for e in SYLLABUS:
@@ -276,8 +275,8 @@ def _html_record(e: Entry, r: dict, missing: list[str]) -> list[str]:
     parts = [f"<h2 id='{html.escape(r['preset'])}'>{html.escape(r['preset'])} preset: "
              f"<span class='{cls}'>{'PASS' if r['passed'] else 'FAIL'}</span></h2>",
              "<div class='scroll'><table><tr><th>claim</th><th>need</th><th>ours (mean ± std)</th><th>seeds "
-             "passing</th>" + "".join(f"<th>seed {s}</th>" for s in seeds)
-             + "<th>paper's figure</th><th>threshold from</th><th>result</th></tr>"]
+             "passing</th><th>result</th>" + "".join(f"<th>seed {s}</th>" for s in seeds)
+             + "<th>paper's figure</th><th>threshold from</th></tr>"]
     for c in r["claims"]:
         from seminal.core.claims import Claim
 
@@ -288,8 +287,8 @@ def _html_record(e: Entry, r: dict, missing: list[str]) -> list[str]:
         paired = (f"<br><span class='muted'>paired: same seed, both arms ({' vs '.join(map(html.escape, c['paired']))})"
                   "</span>" if c.get("paired") else "")
         parts.append(f"<tr><td>{html.escape(c['name'])}{paired}{arms}</td><td>{_need(c)}</td><td>{_ours(c)}</td>"
-                     f"<td>{seeds_text(c)}</td>{cells}<td>{html.escape(c['paper_value'])} <span class='muted'>"
-                     f"({html.escape(c['source'])})</span></td><td>{_bar(c)}</td><td>{_verdict(c)}</td></tr>")
+                     f"<td>{seeds_text(c)}</td><td>{_verdict(c)}</td>{cells}<td>{html.escape(c['paper_value'])} "
+                     f"<span class='muted'>({html.escape(c['source'])})</span></td><td>{_bar(c)}</td></tr>")
     parts.append("</table></div>")
     figures = [p for p in r.get("plots", []) if p not in missing]
     if figures:
