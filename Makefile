@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench rllib clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,16 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+# RLlib (paper 20's peer) pins its own gymnasium, so it gets its own venv; never install it into .venv
+RLLIB_VENV ?= .venv-rllib
+$(RLLIB_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RLLIB_VENV)
+	$(RLLIB_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RLLIB_VENV)/bin/python -m pip install --quiet "torch==2.13.0"
+	$(RLLIB_VENV)/bin/python -m pip install --quiet -e ".[rllib,dev]"
+	touch $(RLLIB_VENV)/.installed
+
+rllib: $(RLLIB_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) runs report
+	rm -rf $(VENV) $(RLLIB_VENV) runs report

@@ -11,7 +11,7 @@ import torch
 
 from seminal import syllabus
 from seminal.core import runner
-from seminal.core.errors import Interrupted
+from seminal.core.errors import Interrupted, SeminalError
 
 # Tiny runs (a few seconds each) that still pass through every checkpoint of each paper's train().
 _OFFPOLICY = ["total_steps=300", "start_steps=150", "batch_size=32", "hidden=16,16", "eval_every=150",
@@ -55,6 +55,9 @@ TINY: dict[str, list[str]] = {
              "eval_every=300", "eval_episodes=1", "probe_every=2", "checkpoint_every=20"],
     "maddpg": ["episodes=6", "learning_starts=50", "update_every=10", "batch_size=16", "hidden=8", "eval_every=3",
                "eval_episodes=1", "final_episodes=2", "checkpoint_every=3"],
+    # RLlib's PPO and ours, each arm a checkpoint; RLlib is the `rllib` extra (.venv-rllib): skipped without it
+    "rllib": ["total_steps=1024", "eval_every=512", "eval_episodes=1", "target_return=1e9",
+              "ours=n_envs=4,n_steps=64,epochs=2,minibatch=128,hidden=8"],
     "domain-randomization": ["total_steps=512", "eval_episodes=1", "randomize=length", "eval_scales_inside=0.5",
                              "eval_scales_outside=4", "eval_obs_noise=0.04", "eval_delays=1",
                              "ppo_overrides=n_steps=64,epochs=1"],
@@ -104,7 +107,12 @@ def test_resume_from_a_checkpoint_matches_uninterrupted(slug, tmp_path, monkeypa
 
     monkeypatch.setattr(runner, "Run", CountingRun)
     overrides = TINY[slug]
-    whole = runner.execute(slug, "quick", 1, overrides, tmp_path / "whole", progress=False)
+    try:
+        whole = runner.execute(slug, "quick", 1, overrides, tmp_path / "whole", progress=False)
+    except SeminalError as e:  # a paper whose optional extra this venv lacks (rllib: its own venv, `make rllib`)
+        if "which is not installed" in str(e):
+            pytest.skip(str(e))
+        raise
     last = runs[-1].checkpoints
     assert last >= 1, f"{slug} never checkpoints"
     for cut in sorted({last, 1}, reverse=True):  # Ctrl-C before the last checkpoint, then before the first

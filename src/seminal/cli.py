@@ -276,13 +276,18 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     broken = []
     for e in list(entries):
         try:
-            e.load()
+            mod = e.load()
         except (SeminalError, ImportError) as err:
             if not args.all:
                 raise
             broken.append(f"{e.slug} ({' '.join(str(err).split())})")
             entries.remove(e)
             print(f"SKIP {e.number:>2} {e.slug}: cannot be imported: {err}", file=sys.stderr)
+            continue
+        reason = getattr(mod, "missing", lambda: None)()  # a paper that runs only beside a peer in its own venv
+        if reason and args.all:
+            entries.remove(e)
+            print(f"SKIP {e.number:>2} {e.slug}: {reason}", file=sys.stderr)
     records = reproduce(entries, args.preset, seeds, args.overrides, args.out, args.results, args.jobs,
                         first_seed=args.first_seed, record=checkout("--record") if args.record else None,
                         resume=args.resume, progress=False if args.quiet else None, ray=args.ray)

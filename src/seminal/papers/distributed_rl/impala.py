@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -260,15 +261,17 @@ def make_learner(obs_dim: int, n_actions: int, cfg: Config, seed: int) -> tuple[
     return net, opt
 
 
-def greedy_return(weights: list[np.ndarray], cfg: Config) -> float:
-    """Mean undiscounted return of argmax_a pi(a|x) over eval_episodes episodes (fixed seeds)."""
+def greedy_return(weights: list[np.ndarray], cfg: Config, evaluator: Callable[..., list[float]] = evaluate) -> float:
+    """Mean undiscounted return of argmax_a pi(a|x) over eval_episodes episodes (fixed seeds); `evaluator` has
+    `seminal.core.rl.evaluate`'s signature (a benchmark passes a timed one)."""
     act = lambda obs: int(numpy_logits(weights, np.asarray(obs, np.float32)[None])[0].argmax())  # noqa: E731
-    return float(np.mean(evaluate(act, cfg.env_id, cfg.eval_episodes)))
+    return float(np.mean(evaluator(act, cfg.env_id, cfg.eval_episodes)))
 
 
 # ---- the actor-learner loop -----------------------------------------------------------------------------------
 def train_arm(arm: str, correction: Correction, policy_lag: int, total_steps: int, cfg: Config, run: Run,
-              state: dict | None, save, mode: str | None = None) -> dict[str, Any]:
+              state: dict | None, save, mode: str | None = None,
+              evaluator: Callable[..., list[float]] = evaluate) -> dict[str, Any]:
     """Actors act with the policy of update max(0, u - policy_lag), sent every broadcast_every updates (§3); the
     learner takes one V-trace step per batch of unrolls. Resumes from `state` (a checkpoint between updates)."""
     obs_dim, n_actions = env_spaces(cfg.env_id, "IMPALA")
@@ -310,7 +313,7 @@ def train_arm(arm: str, correction: Correction, policy_lag: int, total_steps: in
                          s["lag"][-1][1], **{f"{arm}/{k}": v for k, v in info.items()}}, step=step)
             if (cfg.eval_every and step // cfg.eval_every > (step - cfg.steps_per_update) // cfg.eval_every) \
                     or u == n_updates:
-                s["evals"].append([step, greedy_return(policy_weights(net), cfg)])
+                s["evals"].append([step, greedy_return(policy_weights(net), cfg, evaluator)])
                 run.log({f"{arm}/eval_return": s["evals"][-1][1]}, step=step)
                 bar.set_postfix(eval=f"{s['evals'][-1][1]:.0f}", refresh=False)
             if u < n_updates and (u % cfg.checkpoint_every == 0 or run.due()):  # between learner updates

@@ -289,7 +289,7 @@ def offpolicy_loop(env: Any, cfg: Any, act: Act, update: Update, stateful: dict[
                    run: Run | None = None, tag: str = "train", eval_env: str | Callable[[], Any] | None = None,
                    measure: Measure | None = None, episode_start: Callable[[], None] | None = None,
                    resume: dict[str, Any] | None = None, outer: dict[str, Any] | None = None,
-                   hint: str = "lr", device: Any = "cpu") -> float:
+                   hint: str = "lr", device: Any = "cpu", evaluator: Callable[..., list[float]] = evaluate) -> float:
     """Act, store, sample, `update` once a step; evaluate every `eval_every` steps; checkpoint. Returns the
     final deterministic evaluation's mean return (nan without a run).
 
@@ -301,7 +301,8 @@ def offpolicy_loop(env: Any, cfg: Any, act: Act, update: Update, stateful: dict[
     state_dict/load_state_dict (networks, optimizers, the noise's generator) saved in checkpoints.
     With a `run`: metrics go to `<tag>/...`; `measure(step)`'s metrics are logged beside each evaluation; a
     checkpoint `{**outer, "loop": ...}` is written every `checkpoint_every` steps and whenever `run.due()`
-    (Ctrl-C, or `checkpoint_seconds` passed). Pass the restored `state["loop"]` back as `resume`. The
+    (Ctrl-C, or `checkpoint_seconds` passed). Pass the restored `state["loop"]` back as `resume`. `evaluator`
+    replaces the deterministic evaluation (`seminal.core.rl.evaluate`'s signature), e.g. a timed one. The
     checkpoint holds the env's own state, the episode counter, the running return, the replay buffer, this
     loop's generator and torch's: a resumed run continues exactly. Envs simulated in C (Box2D, MuJoCo)
     cannot be saved: they restart the interrupted episode from its seed (close to, not equal to, a
@@ -362,8 +363,8 @@ def offpolicy_loop(env: Any, cfg: Any, act: Act, update: Update, stateful: dict[
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.total_steps:
             sps = (step + 1 - t_steps) / max(time.perf_counter() - t0, 1e-9)
             eval_factory = eval_env() if callable(eval_env) else None
-            returns = evaluate(policy, eval_env if isinstance(eval_env, str) else name, cfg.eval_episodes,
-                               env=eval_factory)
+            returns = evaluator(policy, eval_env if isinstance(eval_env, str) else name, cfg.eval_episodes,
+                                env=eval_factory)
             final = float(np.mean(returns))
             row = {f"{tag}/eval_return": final, f"{tag}/steps_per_s": sps}
             row.update({f"{tag}/{k}": float(v) for k, v in last.items()})

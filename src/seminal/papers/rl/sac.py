@@ -39,7 +39,7 @@ from seminal.core.claims import Claim
 from seminal.core.config import NonNegInt, PosFloat, PosInt, Prob, Range, Sizes
 from seminal.core.errors import SeminalError
 from seminal.core.plots import line_plot
-from seminal.core.rl import require_box
+from seminal.core.rl import evaluate, require_box
 from seminal.core.run import Run
 from seminal.papers.rl._offpolicy import (
     CudaGraphed,
@@ -247,7 +247,8 @@ def sac_update(agent: Agent, batch: tuple[torch.Tensor, ...], cfg: Config, targe
 
 # ---- the reusable trainer ----------------------------------------------------------------------------
 def train_sac(env: Any | Callable[[], Any], cfg: Config, *, seed: int = 0, device: Any = "cpu",
-              run: Run | None = None, tag: str = "sac") -> SquashedGaussianPolicy:
+              run: Run | None = None, tag: str = "sac",
+              evaluator: Callable[..., list[float]] = evaluate) -> SquashedGaussianPolicy:
     """Train SAC on `env` (a gymnasium env, or a zero-argument factory that makes one) and return the policy.
 
     env:    Box actions (bounded) and flat Box observations. With a factory, one env is made for training
@@ -259,6 +260,7 @@ def train_sac(env: Any | Callable[[], Any], cfg: Config, *, seed: int = 0, devic
     run:    optional `Run`: metrics are logged as `<tag>/...`, evaluations every `cfg.eval_every` steps,
             checkpoints every `cfg.checkpoint_every` steps and whenever `run.due()`, resumed from exactly
             (the env's state included, where it can be saved). Without a run nothing is logged or saved.
+    evaluator: replaces the deterministic evaluation (`seminal.core.rl.evaluate`'s signature), e.g. a timed one.
     Returns a `SquashedGaussianPolicy`: `policy(obs)` gives the deterministic action in env units;
     `policy.actor` is the network.
     """
@@ -286,7 +288,7 @@ def train_sac(env: Any | Callable[[], Any], cfg: Config, *, seed: int = 0, devic
     state = run.restore() if run is not None else None
     offpolicy_loop(env, cfg, act, lambda batch, step: step_fn(*batch), {"agent": agent}, seed=seed, run=run,
                    tag=tag, eval_env=factory if factory is not None else name,
-                   resume=state["loop"] if state else None, hint="lr", device=device)
+                   resume=state["loop"] if state else None, hint="lr", device=device, evaluator=evaluator)
     return policy
 
 
