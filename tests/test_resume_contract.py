@@ -53,6 +53,10 @@ TINY: dict[str, list[str]] = {
     "r2d2": ["mode=local", "n_actors=2", "envs_per_actor=2", "unroll_length=10", "burn_in=2", "learn_length=4",
              "period=3", "torso=8", "lstm=6", "total_steps=600", "learning_starts=200", "batch_size=8",
              "eval_every=300", "eval_episodes=1", "probe_every=2", "checkpoint_every=20"],
+    "ray-distributed": ["mode=local", "ppo_envs_per_actor=2", "ppo_rollout=16", "ppo_steps=640",
+                        "ppo_overrides=hidden=8,epochs=2", "ppo_eval_every=320", "sac_steps=400", "sac_chunk=20",
+                        "sac_overrides=start_steps=100,batch_size=16", "sac_eval_every=200", "eval_episodes=1",
+                        "checkpoint_every=3"],
     "maddpg": ["episodes=6", "learning_starts=50", "update_every=10", "batch_size=16", "hidden=8", "eval_every=3",
                "eval_episodes=1", "final_episodes=2", "checkpoint_every=3"],
     # RLlib's PPO and ours, each arm a checkpoint; RLlib is the `rllib` extra (.venv-rllib): skipped without it

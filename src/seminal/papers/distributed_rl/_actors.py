@@ -20,6 +20,14 @@ Both pools take the actor class (`Actor` by default; a paper may bring its own w
 `__init__(*args, index)`, `set_weights(weights, version)`, `unroll(T, weights=None, version=None)`, `state()`,
 `load(state)`, `close()`), so Ape-X and R2D2 actors, which return transitions or sequences, run on the same pools.
 
+`LocalPool` / `RayPool` (`make_pool`, paper 21): actors behind one call interface (`put`, `launch`, `next_done`,
+`kill`), as plain objects whose queued calls run oldest first, or as Ray actors with `max_restarts` whose lost calls
+come back as `LOST` (the learner makes them again; `kill` is a SIGKILL of the actor's process).
+
+Re-exported for paper 21 (distributed PPO and SAC), so that a paper of this area reaches the rl area's plumbing through
+its own, without copying it: `rl._onpolicy`'s `ActorCritic`, `NumpyActor`, `Episodes`, `collect`, `make_vec_env` and
+`rl._offpolicy`'s `scale_action`.
+
 Ray is the `distributed` extra, imported only in ray mode.
 """
 
@@ -27,6 +35,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +48,12 @@ from torch import nn
 
 from seminal.core.errors import SeminalError
 from seminal.core.rl import env_state, make_env, require_discrete, set_env_state
+from seminal.papers.rl._offpolicy import scale_action as scale_action
+from seminal.papers.rl._onpolicy import ActorCritic as ActorCritic
+from seminal.papers.rl._onpolicy import Episodes as Episodes
+from seminal.papers.rl._onpolicy import NumpyActor as NumpyActor
+from seminal.papers.rl._onpolicy import collect as collect
+from seminal.papers.rl._onpolicy import make_vec_env as make_vec_env
 
 RAY_MISSING = "ray mode needs the distributed extra: pip install 'seminal[distributed]'"
 
@@ -305,3 +321,137 @@ def ray_session(n_cpus: int, address: str | None = None) -> Iterator[dict[str, f
     finally:
         if started:
             ray.shutdown()
+
+
+# ---- pools with restarts (paper 21): calls on plain objects, or on Ray actors with max_restarts ---------------
+LOST = "lost"
+"""What `next_done` gives for a call whose actor died before it returned."""
+
+
+class LocalPool:
+    """The actors as plain objects. `launch` queues a call; `next_done` runs the oldest. `kill(i)` drops actor i's
+    queued calls with none of their effects and rebuilds it from its constructor, as a SIGKILL and Ray's restart."""
+
+    def __init__(self, cls: type, args: tuple, n: int, max_restarts: int):
+        self.cls, self.args, self.max_restarts = cls, args, max_restarts
+        self.actors = [cls(*args, i) for i in range(n)]
+        self.pending: dict[int, tuple[int, str, tuple]] = {}  # call id -> (actor, method, args)
+        self.next_id, self.lost, self.restarts = 0, set(), [0] * n
+
+    def put(self, value: Any) -> Any:
+        return value
+
+    def launch(self, i: int, method: str, *args: Any) -> None:
+        self.pending[self.next_id] = (i, method, args)
+        self.next_id += 1
+
+    def kill(self, i: int) -> None:
+        self.lost |= {c for c, (j, _, _) in self.pending.items() if j == i}
+        self.restarts[i] += 1
+        if self.restarts[i] > self.max_restarts:
+            raise SeminalError(f"actor {i} died more than max_restarts={self.max_restarts} times")
+        self.actors[i] = self.cls(*self.args, i)
+
+    def next_done(self) -> tuple[int, Any]:
+        c = min(self.pending)
+        i, method, args = self.pending.pop(c)
+        if c in self.lost:
+            self.lost.discard(c)
+            return i, LOST
+        return i, getattr(self.actors[i], method)(*args)
+
+    def state(self) -> dict[str, Any]:
+        return {"actors": [a.state() for a in self.actors], "restarts": self.restarts,
+                "pending": [[i, m, list(a)] for c, (i, m, a) in sorted(self.pending.items()) if c not in self.lost]}
+
+    def load(self, state: dict[str, Any]) -> None:
+        for actor, s in zip(self.actors, state["actors"]):
+            actor.load(s)
+        self.restarts = list(state["restarts"])
+        for i, method, args in state["pending"]:
+            self.launch(int(i), method, *args)
+
+    def close(self) -> None:
+        self.pending.clear()
+
+
+class RayPool:
+    """Each actor a Ray actor (one CPU, `max_restarts`, no task retries). `put` stores a value once in the object store
+    (§4.2.3); `next_done` is `ray.wait` for the first call to finish, LOST when its actor died (RayActorError); `kill`
+    is os.kill(pid, SIGKILL) of the actor's process."""
+
+    def __init__(self, cls: type, args: tuple, n: int, max_restarts: int):
+        self.ray = import_ray()
+        remote = self.ray.remote(num_cpus=1, max_restarts=max_restarts, max_task_retries=0)(cls)
+        self.actors = [remote.remote(*args, i) for i in range(n)]
+        self.pids = self.ray.get([a.pid.remote() for a in self.actors])
+        self.pending: dict[Any, tuple[int, str, tuple]] = {}  # object ref -> (actor, method, args)
+        self.restarts, self.max_restarts = [0] * n, max_restarts
+
+    def put(self, value: Any) -> Any:
+        return self.ray.put(value)
+
+    def launch(self, i: int, method: str, *args: Any) -> None:
+        self.pending[getattr(self.actors[i], method).remote(*args)] = (i, method, args)
+
+    def kill(self, i: int) -> None:
+        os.kill(self.pids[i], signal.SIGKILL)  # the fault: the process dies; Ray notices and restarts the actor
+
+    def next_done(self) -> tuple[int, Any]:
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1)
+        i, _, _ = self.pending.pop(ready[0])
+        try:
+            out = self.ray.get(ready[0])
+        except self.ray.exceptions.RayActorError:  # the actor died with this call in flight
+            self._await_restart(i)
+            return i, LOST
+        self.pids[i] = out["pid"]  # a restarted actor is a new process
+        return i, out
+
+    def _await_restart(self, i: int, timeout: float = 120.0) -> None:
+        """Wait until Ray has restarted actor i (§5.1): calls sent while it restarts fail as well, and the lost one
+        is to be made again on the new process. SeminalError once it is past max_restarts."""
+        self.restarts[i] += 1
+        t0 = time.monotonic()
+        while True:
+            try:
+                self.pids[i] = self.ray.get(self.actors[i].pid.remote())
+                return
+            except self.ray.exceptions.ActorDiedError:
+                raise SeminalError(f"actor {i} died and is past max_restarts={self.max_restarts}") from None
+            except self.ray.exceptions.RayActorError:  # still restarting
+                if time.monotonic() - t0 > timeout:
+                    raise SeminalError(f"actor {i} did not come back within {timeout:.0f} s") from None
+                time.sleep(0.1)
+
+    def state(self) -> dict[str, Any]:
+        """Each actor's state after its calls in flight (whose results a resumed run makes again: not exact)."""
+        resolve = self.ray.get
+        pending = [[i, m, [resolve(a) if type(a).__name__ == "ObjectRef" else a for a in args]]
+                   for i, m, args in self.pending.values()]
+        return {"actors": [self._state_of(i) for i in range(len(self.actors))], "restarts": self.restarts,
+                "pending": pending}
+
+    def _state_of(self, i: int) -> dict[str, Any]:
+        while True:
+            try:
+                return self.ray.get(self.actors[i].state.remote())
+            except self.ray.exceptions.ActorDiedError:
+                raise SeminalError(f"actor {i} died and is past max_restarts={self.max_restarts}") from None
+            except self.ray.exceptions.RayActorError:  # killed and restarting: its lost call is counted by next_done
+                time.sleep(0.1)
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.ray.get([a.load.remote(s) for a, s in zip(self.actors, state["actors"])])
+        self.restarts = list(state["restarts"])
+        for i, method, args in state["pending"]:
+            self.launch(int(i), method, *args)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.pending.clear()
+
+
+def make_pool(mode: str, cls: type, args: tuple, n: int, max_restarts: int) -> LocalPool | RayPool:
+    return (LocalPool if mode == "local" else RayPool)(cls, args, n, max_restarts)
