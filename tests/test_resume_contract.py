@@ -57,6 +57,9 @@ TINY: dict[str, list[str]] = {
                         "ppo_overrides=hidden=8,epochs=2", "ppo_eval_every=320", "sac_steps=400", "sac_chunk=20",
                         "sac_overrides=start_steps=100,batch_size=16", "sac_eval_every=200", "eval_episodes=1",
                         "checkpoint_every=3"],
+    "seed-rl": ["mode=local", "n_actors=2", "envs_per_actor=2", "batch_size=2", "unroll_length=5", "batch_unrolls=2",
+                "total_steps=400", "hidden=8", "eval_every=200", "eval_episodes=1", "bench_steps=0",
+                "ray_bench_steps=0", "checkpoint_every=10"],
     "maddpg": ["episodes=6", "learning_starts=50", "update_every=10", "batch_size=16", "hidden=8", "eval_every=3",
                "eval_episodes=1", "final_episodes=2", "checkpoint_every=3"],
     # RLlib's PPO and ours, each arm a checkpoint; RLlib is the `rllib` extra (.venv-rllib): skipped without it
