@@ -102,3 +102,6 @@ def test_papers_with_their_own_ray_actors_are_kept_out_of_ray_tasks():
     assert runner.uses_ray(impala, "quick", [])
     assert not runner.uses_ray(impala, "quick", ["mode=local"])
     assert not runner.uses_ray(ppo, "quick", [])
+    seed = syllabus.resolve("seed-rl")  # local learner, but Ray throughput arms
+    assert runner.uses_ray(seed, "quick", ["mode=local"])
+    assert not runner.uses_ray(seed, "quick", ["mode=local", "ray_bench_steps=0"])

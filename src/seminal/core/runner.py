@@ -424,8 +424,11 @@ def _run_seeds(entry: Entry, preset: str, seed_ids: list[int], overrides, out_ro
 
 
 def uses_ray(entry: Entry, preset: str, overrides: list[str] | None) -> bool:
-    """Whether the paper's runs start Ray actors of their own (distributed RL in `mode=ray`)."""
-    return getattr(paper_config(entry, preset, overrides), "mode", None) == "ray"
+    """Whether the paper's runs start Ray actors of their own: its module's `uses_ray(cfg)` where it has one, else
+    whether its config says `mode=ray` (distributed RL)."""
+    cfg = paper_config(entry, preset, overrides)
+    own = getattr(entry.load(), "uses_ray", None)
+    return bool(own(cfg)) if own else getattr(cfg, "mode", None) == "ray"
 
 
 _RUN_FILES = ("config.json", "summary.json", "metrics.jsonl")

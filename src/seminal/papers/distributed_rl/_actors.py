@@ -37,6 +37,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -395,6 +396,8 @@ class RayPool:
         self.pending[getattr(self.actors[i], method).remote(*args)] = (i, method, args)
 
     def kill(self, i: int) -> None:
+        print(f"seminal: killing actor {i} (pid {self.pids[i]}) on purpose (kill_actor_at); the 'worker died' line Ray "
+              "prints next is that fault, and the actor restarts", file=sys.stderr)
         os.kill(self.pids[i], signal.SIGKILL)  # the fault: the process dies; Ray notices and restarts the actor
 
     def next_done(self) -> tuple[int, Any]:

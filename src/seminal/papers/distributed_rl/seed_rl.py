@@ -623,6 +623,12 @@ def train_learner(cfg: Config, run: Run, state: dict | None, save) -> tuple[dict
     return s, net
 
 
+def uses_ray(cfg: Config) -> bool:
+    """Whether a run starts Ray actors (the learner in ray mode, or the Ray throughput arms): the runner then gives it
+    the machine's cores, one seed-run at a time."""
+    return cfg.mode == "ray" or cfg.ray_bench_steps > 0
+
+
 def train(cfg: Config, run: Run) -> dict[str, float]:
     cfg.validate()
     threads = torch.get_num_threads()
