@@ -411,15 +411,19 @@ class RayPool:
         self.pids[i] = out["pid"]  # a restarted actor is a new process
         return i, out
 
-    def _await_restart(self, i: int, timeout: float = 120.0) -> None:
+    def _await_restart(self, i: int) -> None:
         """Wait until Ray has restarted actor i (§5.1): calls sent while it restarts fail as well, and the lost one
         is to be made again on the new process. SeminalError once it is past max_restarts."""
         self.restarts[i] += 1
+        self.pids[i] = self._call_when_up(i, "pid")
+
+    def _call_when_up(self, i: int, method: str, timeout: float = 120.0) -> Any:
+        """actor i's `method()`, retried while Ray restarts the actor; one line once it is past max_restarts or does
+        not come back within `timeout` seconds."""
         t0 = time.monotonic()
         while True:
             try:
-                self.pids[i] = self.ray.get(self.actors[i].pid.remote())
-                return
+                return self.ray.get(getattr(self.actors[i], method).remote())
             except self.ray.exceptions.ActorDiedError:
                 raise SeminalError(f"actor {i} died and is past max_restarts={self.max_restarts}") from None
             except self.ray.exceptions.RayActorError:  # still restarting
@@ -432,17 +436,9 @@ class RayPool:
         resolve = self.ray.get
         pending = [[i, m, [resolve(a) if type(a).__name__ == "ObjectRef" else a for a in args]]
                    for i, m, args in self.pending.values()]
-        return {"actors": [self._state_of(i) for i in range(len(self.actors))], "restarts": self.restarts,
-                "pending": pending}
-
-    def _state_of(self, i: int) -> dict[str, Any]:
-        while True:
-            try:
-                return self.ray.get(self.actors[i].state.remote())
-            except self.ray.exceptions.ActorDiedError:
-                raise SeminalError(f"actor {i} died and is past max_restarts={self.max_restarts}") from None
-            except self.ray.exceptions.RayActorError:  # killed and restarting: its lost call is counted by next_done
-                time.sleep(0.1)
+        # an actor killed and restarting: wait for it (its lost call is counted by next_done)
+        return {"actors": [self._call_when_up(i, "state") for i in range(len(self.actors))],
+                "restarts": self.restarts, "pending": pending}
 
     def load(self, state: dict[str, Any]) -> None:
         self.ray.get([a.load.remote(s) for a, s in zip(self.actors, state["actors"])])
