@@ -86,7 +86,7 @@ def test_resume_with_a_corrupt_config_is_one_line(content, stub, tmp_path, capsy
     run_dir = stub(tmp_path)
     open(f"{run_dir}/config.json", "w").write(content)
     capsys.readouterr()
-    _one_line(capsys, _main(["run", "backprop", "--resume", run_dir]), "config.json is unreadable or incomplete")
+    assert _one_line(capsys, _main(["run", "backprop", "--resume", run_dir]), "config.json is unreadable or incomplete")
 
 
 @pytest.mark.parametrize("extra,named", [(["--seed", "0"], "--seed"), (["--set", "xor_lr=1"], "--set"),
@@ -95,7 +95,7 @@ def test_resume_with_a_corrupt_config_is_one_line(content, stub, tmp_path, capsy
 def test_resume_refuses_what_it_would_ignore(extra, named, stub, tmp_path, capsys):
     run_dir = stub(tmp_path)
     capsys.readouterr()
-    _one_line(capsys, _main(["run", "backprop", "--resume", run_dir, *extra]), f"drop {named}")
+    assert _one_line(capsys, _main(["run", "backprop", "--resume", run_dir, *extra]), f"drop {named}")
 
 
 # ---- meaningless values --------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_bad_values_are_one_line_before_any_run(argv, env, pattern, stub, tmp_pa
 
 def test_unwritable_out_is_one_line(stub, tmp_path, capsys):
     (tmp_path / "a-file").write_text("")
-    _one_line(capsys, _main(["run", "backprop", "--out", str(tmp_path / "a-file" / "runs")]),
+    assert _one_line(capsys, _main(["run", "backprop", "--out", str(tmp_path / "a-file" / "runs")]),
               "cannot create a run folder there", "pass a writable folder with --out")
 
 
@@ -179,7 +179,7 @@ def _crash(cfg, run):
 
 def test_unexpected_exception_is_one_line_with_a_debug_hint(monkeypatch, capsys):
     monkeypatch.setattr(backprop, "train", _crash)
-    _one_line(capsys, _main(["run", "backprop"]), "error: RuntimeError: boom second line",
+    assert _one_line(capsys, _main(["run", "backprop"]), "error: RuntimeError: boom second line",
               "rerun with --debug", exit_code=1)
 
 
