@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench rllib clean
+.PHONY: run test lint bench rllib faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# inject each catalogued fault (faults/<slug>.toml) into a copy of src/ and check that its tests fail
+PAPERS ?=
+faults: $(STAMP)
+	$(BIN)/python faults/run.py $(PAPERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

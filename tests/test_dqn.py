@@ -239,6 +239,26 @@ def test_loop_anneals_epsilon_as_scheduled(tmp_path):
     assert eps[0] > 0.9 and eps[-1] < eps[0]
 
 
+def test_time_limit_truncation_is_stored_as_non_terminal(tmp_path, monkeypatch):
+    """A time-limit cut is not a terminal state: the stored transition keeps terminated=False (so its target
+    bootstraps from s'), while a real CartPole failure is stored as terminal; s' is the env's real next state."""
+    import gymnasium
+
+    monkeypatch.setattr(dqn, "make_train_env",
+                        lambda cfg, seed=None: gymnasium.wrappers.TimeLimit(dqn.make_env(cfg.env_id, seed=seed), 12))
+    stored = []
+    add = dqn.Replay.add
+    monkeypatch.setattr(dqn.Replay, "add", lambda self, *t: stored.append(t) or add(self, *t))
+    _learn(dataclasses.replace(TINY, total_steps=400, learning_starts=400), tmp_path)
+    ends = [i for i in range(len(stored) - 1) if not np.array_equal(stored[i][3], stored[i + 1][0])]
+    assert len(ends) > 10  # episode boundaries: s' of one transition is not s of the next
+    for i in ends:
+        pole_fell = abs(stored[i][3][2]) > 0.2095 or abs(stored[i][3][0]) > 2.4  # CartPole's termination test
+        assert bool(stored[i][4]) == pole_fell, (i, stored[i])
+    assert any(not stored[i][4] for i in ends) and any(stored[i][4] for i in ends)  # both kinds occurred
+    assert not any(stored[i][4] for i in range(len(stored)) if i not in ends)
+
+
 # ---- exact resume -------------------------------------------------------------------------------------
 RESUME = ["total_steps=600", "learning_starts=100", "buffer_size=600", "batch_size=32", "eval_every=300",
           "eval_episodes=2", "checkpoint_every=250", "target_update=20", "hidden=16,16", "exploration_steps=500"]
