@@ -259,6 +259,27 @@ def test_time_limit_truncation_is_stored_as_non_terminal(tmp_path, monkeypatch):
     assert not any(stored[i][4] for i in range(len(stored)) if i not in ends)
 
 
+@pytest.mark.parametrize("eps", [0.0, 1.0])
+def test_actions_are_greedy_with_probability_one_minus_epsilon(eps, tmp_path, monkeypatch):
+    """With learning off (the net stays at its seeded init), epsilon 0 acts greedily on every step, as the
+    argmax of an independently built net of the same seed; epsilon 1 acts at random (about half agree)."""
+    stored = []
+    add = dqn.Replay.add
+    monkeypatch.setattr(dqn.Replay, "add", lambda self, *t: stored.append(t) or add(self, *t))
+    cfg = dataclasses.replace(TINY, total_steps=300, learning_starts=10_000, eps_start=eps, eps_end=eps,
+                              eval_every=300, eval_episodes=1)
+    _learn(cfg, tmp_path, seed=3)
+    torch.manual_seed(3)
+    q = dqn.make_qnet(cfg, (4,), 2)
+    with torch.no_grad():
+        greedy = q(torch.as_tensor(np.stack([t[0] for t in stored]), dtype=torch.float32)).argmax(1).numpy()
+    agree = np.mean(greedy == np.array([t[1] for t in stored]))
+    if eps == 0.0:
+        assert agree == 1.0
+    else:
+        assert 0.35 < agree < 0.65, agree
+
+
 # ---- exact resume -------------------------------------------------------------------------------------
 RESUME = ["total_steps=600", "learning_starts=100", "buffer_size=600", "batch_size=32", "eval_every=300",
           "eval_episodes=2", "checkpoint_every=250", "target_update=20", "hidden=16,16", "exploration_steps=500"]
