@@ -10,6 +10,7 @@ selection that already fails would make every fault look caught.
     python faults/run.py               # every catalogue
     python faults/run.py dqn ppo       # two papers
     python faults/run.py dqn --list    # what would be injected, without running
+    python faults/run.py dqn -k huber  # only the faults whose name says "huber"
 
 The source is copied (only `src/`) into a temporary folder and put first on PYTHONPATH, so the checkout is never
 modified and an editable install of seminal is shadowed. Exit status: 0 when every fault is caught, 1 otherwise.
@@ -154,12 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="example: python faults/run.py dqn --json /tmp/dqn-faults.json")
     ap.add_argument("slugs", nargs="*", help="papers whose catalogue to run (default: all)")
+    ap.add_argument("-k", dest="match", help="only the faults whose name contains this text (case-insensitive)")
     ap.add_argument("--list", action="store_true", help="print the faults and exit")
     ap.add_argument("--no-baseline", action="store_true", help="skip the run of each test selection unbroken")
     ap.add_argument("--json", type=Path, help="write the verdicts there")
     args = ap.parse_args(argv)
     try:
         faults = catalogue(args.slugs or None)
+        if args.match:
+            faults = [f for f in faults if args.match.lower() in f.name.lower()]
+            if not faults:
+                raise CatalogueError(f"no fault's name contains {args.match!r}")
         if args.list:
             for f in faults:
                 print(f"{f.slug}: {f.name}  [{f.file}] -> {' '.join(f.tests)}")

@@ -150,3 +150,32 @@ def test_nstep_returns_by_definition():
     ro["dones"][0, 3] = True
     got = a2c.nstep_returns(ro["rewards"], ro["next_values"], ro["terminated"], ro["dones"], 0.95)
     np.testing.assert_allclose(got, naive_nstep_returns(ro, 0.95), rtol=1e-6)
+
+
+def test_one_update_clips_the_global_gradient_norm():
+    """With max_grad_norm binding, the step is the hand-written loss's gradient rescaled as one vector to that norm
+    (every parameter by the same factor max_norm / ||g||), not clipped element by element."""
+    cfg = dataclasses.replace(a2c.PRESETS["quick"], gamma=0.9, lr=0.05, ent_coef=0.3, vf_coef=0.7, anneal_lr=False,
+                              max_grad_norm=0.1)
+    model = ActorCritic(3, gymnasium.spaces.Discrete(2), hidden=(4,), seed=0)
+    with torch.no_grad():
+        model.pi_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+    ref = ActorCritic(3, gymnasium.spaces.Discrete(2), hidden=(4,), seed=0)
+    ref.load_state_dict(model.state_dict())
+    ro = fixed_rollout()
+    a2c.make_update(model, torch.optim.SGD(model.parameters(), lr=cfg.lr), cfg)(ro, 0.0, np.random.default_rng(0))
+
+    obs = torch.as_tensor(ro["obs"].reshape(-1, 3))
+    actions = torch.as_tensor(ro["actions"].reshape(-1))
+    R = torch.as_tensor(naive_nstep_returns(ro, cfg.gamma).reshape(-1), dtype=torch.float32)
+    d = torch.distributions.Categorical(logits=ref.pi_head(ref.pi_body(obs)))
+    V = ref.v_head(ref.v_body(obs)).squeeze(-1)
+    loss = (-(d.log_prob(actions) * (R - V.detach())).mean() - cfg.ent_coef * d.entropy().mean()
+            + cfg.vf_coef * 0.5 * ((R - V) ** 2).mean())
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    norm = torch.sqrt(sum((g**2).sum() for g in grads))
+    assert norm > 3 * cfg.max_grad_norm  # the clip binds
+    assert max(g.abs().max() for g in grads) > cfg.max_grad_norm  # and element-wise clipping would differ
+    scale = cfg.max_grad_norm / (norm + 1e-6)
+    for (name, p), p0, g in zip(model.named_parameters(), ref.parameters(), grads):
+        torch.testing.assert_close(p.detach(), p0.detach() - cfg.lr * scale * g, rtol=1e-5, atol=1e-6, msg=name)

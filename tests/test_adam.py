@@ -196,3 +196,66 @@ def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatc
     assert _run(tmp_path, "b") == first
     log = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
     assert log[0] == log[1]
+
+
+def test_steps_to_target_counts_a_loss_equal_to_the_target():
+    assert adam.steps_to_target([10, 20, 30], [0.9, 0.5, 0.2], 0.5, never=31) == 20  # "<= target"
+
+
+def test_each_arm_is_built_with_its_own_settings():
+    # Behaviour, not attributes: one step on theta = 0 with the constant gradient 1 (loss = theta).
+    cfg = replace(adam.PRESETS["quick"], lr_momentum=0.1, momentum=0.9, alpha=0.01, beta1=0.9, beta2=0.999,
+                  ablation_beta2=0.5, eps=1e-8)
+
+    def steps(name, n):
+        theta = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        opt = adam.make_optimizer(name, [theta], cfg)
+        out = []
+        for _ in range(n):
+            opt.zero_grad()
+            theta.sum().backward()
+            before = theta.item()
+            opt.step()
+            out.append(before - theta.item())
+        return out
+
+    # SGDNesterov: b_1 = 1, step lr (g + mu b_1) = 0.1 x 1.9; then b_2 = 1.9, step 0.1 (1 + 0.9 x 1.9).
+    assert steps("momentum", 2) == pytest.approx([0.19, 0.1 * (1 + 0.9 * 1.9)], rel=1e-12)
+    # Adam: one step on the loss 3 theta; its moments show which beta1, beta2 the arm was given.
+    theta = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = adam.make_optimizer("adam", [theta], cfg)
+    (3.0 * theta).sum().backward()
+    opt.step()
+    assert opt.state[theta]["v"].item() == pytest.approx((1 - 0.999) * 9.0, rel=1e-12)  # beta2, not ablation_beta2
+    assert opt.state[theta]["m"].item() == pytest.approx((1 - 0.9) * 3.0, rel=1e-12)
+    assert theta.item() == pytest.approx(-0.01 * 3.0 / (3.0 + 1e-8), rel=1e-12)
+
+
+def test_metrics_are_the_best_grid_arm_and_its_ratios(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(vision, "load_mnist", _tiny_mnist)
+    m = _run(tmp_path, "a")
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+
+    def mean(name):
+        vals = [r[f"{name}/train_loss"] for r in rows if f"{name}/train_loss" in r]
+        return float(np.mean(vals)) if vals else math.inf
+
+    spread, best = False, {}
+    for k, grid in (("logreg", TINY.logreg_lr_grid), ("mlp", TINY.mlp_lr_grid)):
+        for o in adam.OPTIMIZERS:
+            means = {s: mean(f"{k}/{o}@{s:g}") for s in grid}
+            s_best = min(means, key=means.get)  # the paper's grid search: the lowest mean training loss wins
+            assert m[f"{k}/{o}/mean_loss"] == pytest.approx(means[s_best], rel=1e-12), (k, o)
+            assert m[f"{k}/{o}/lr"] == pytest.approx(adam.base_lr(o, TINY) * s_best)
+            best[o] = means[s_best]
+            spread |= len(set(means.values())) > 1
+        for o in ("sgd", "momentum", "adagrad", "rmsprop"):
+            assert m[f"{k}/{o}_over_adam_mean_loss"] == pytest.approx(best[o] / best["adam"])
+        assert m[f"{k}/adam_speedup_vs_sgd"] == pytest.approx(m[f"{k}/sgd/steps_to_target"]
+                                                               / m[f"{k}/adam/steps_to_target"])
+    assert spread  # the grid's step sizes do give different losses: picking the best is not vacuous
+    corrected, uncorrected = mean("ablation/adam_corrected"), mean("ablation/adam_uncorrected")
+    assert m["ablation/loss_ratio_uncorrected"] == pytest.approx(uncorrected / corrected)
+    assert corrected != uncorrected

@@ -266,3 +266,68 @@ def test_a_ray_actor_writes_the_same_transitions_as_a_local_one():
     for k, v in local.state()["data"].items():
         np.testing.assert_array_equal(remote["data"][k], v)
     np.testing.assert_allclose(remote["sampler"]["leaves"], local.state()["sampler"]["leaves"], rtol=1e-6)
+
+
+def test_the_loop_refreshes_the_target_syncs_the_actors_and_sends_every_priority_back(tmp_path, monkeypatch):
+    """Spies on the learner step, the actors' weights and the replay server's priority updates of a local run:
+    at update u + 1 the target holds the online weights after target_update * (u // target_update) updates; every
+    sync_every updates the actors get the online and target weights of that moment; every TD error the learner
+    computes goes back to the replay server, batches_per_call at a time, in order."""
+    steps, synced, sent = [], {}, []
+    real_step, real_set, real_update = ape_x.learner_step, ape_x.ApeXActor.set_weights, ape_x.ReplayServer.update
+
+    def step(net, target, opt, batch, cfg):
+        steps.append([[p.detach().clone() for p in m.parameters()] for m in (net, target)])
+        td, loss = real_step(net, target, opt, batch, cfg)
+        steps[-1].append((batch["index"].copy(), td.copy()))
+        return td, loss
+
+    def set_weights(self, weights, version):
+        if self.index == 0:
+            synced[int(version)] = weights
+        return real_set(self, weights, version)
+
+    def update(self, updates):
+        sent.extend((index.copy(), td.copy()) for index, _, td in updates)
+        return real_update(self, updates)
+
+    monkeypatch.setattr(ape_x, "learner_step", step)
+    monkeypatch.setattr(ape_x.ApeXActor, "set_weights", set_weights)
+    monkeypatch.setattr(ape_x.ReplayServer, "update", update)
+    cfg = replace(TINY, actors=(1,), main_actors=1)
+    _tiny_run(tmp_path, "spy", cfg)
+    k, n = cfg.target_update, len(steps)
+    assert n > 3 * k
+    for u, (_, target, _) in enumerate(steps):
+        assert all(torch.equal(a, b) for a, b in zip(target, steps[k * (u // k)][0])), f"update {u + 1}"
+    assert sorted(synced) == list(range(0, n + 1, cfg.sync_every))
+    for v, w in synced.items():
+        if v < n:  # the weights after update v are the ones the learner holds at its call v
+            for key, held in (("online", steps[v][0]), ("target", steps[v][1])):
+                assert all(np.array_equal(a, b.numpy()) for a, b in zip(w[key], held)), (v, key)
+    m = cfg.batches_per_call
+    assert len(sent) == n - n % m
+    for (index, td), (_, _, (want_index, want_td)) in zip(sent, steps):
+        np.testing.assert_array_equal(index, want_index)
+        np.testing.assert_array_equal(td, want_td)
+
+
+def test_initial_priorities_read_q_at_the_action_taken():
+    """As the test above, with every env acting at random (eps 1), so that both actions occur in the transitions:
+    the actor's TD error is G_t - q(S_t, A_t) at the action taken, written out here in torch."""
+    cfg = replace(TINY, envs_per_actor=2, unroll_length=12, n_step=3)
+    replay = ape_x.ReplayServer(cfg, 4, seed=0)
+    actor = ape_x.ApeXActor(cfg, 1, 5, replay, 0)
+    actor.eps = np.array([1.0, 1.0])
+    net, target = ape_x.DuelingQ(4, 2, cfg.hidden, 1), ape_x.DuelingQ(4, 2, cfg.hidden, 2)
+    actor.unroll(12, {"online": ape_x.weights_of(net), "target": ape_x.weights_of(target)}, 0)
+    n = replay.size
+    batch = {k: torch.as_tensor(v[:n]) for k, v in replay.data.items()}
+    assert set(batch["action"].tolist()) == {0, 1}
+    with torch.no_grad():
+        q = net(batch["obs"])
+        q_sa = torch.stack([q[i, int(batch["action"][i])] for i in range(n)])
+        a_star = net(batch["next_obs"]).argmax(1)
+        g = batch["ret"] + batch["discount"] * target(batch["next_obs"])[torch.arange(n), a_star]
+    want = (np.abs((g - q_sa).numpy()) + cfg.priority_eps) ** cfg.priority_alpha
+    np.testing.assert_allclose(replay.sampler.tree.leaves[:n], want, rtol=1e-4)

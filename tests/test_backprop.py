@@ -202,3 +202,53 @@ def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatc
     assert run_("b") == full
     log = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
     assert log[0] == log[1] and "mnist/train_loss" in log[0]  # the epoch's partial sums came back too
+
+
+# ---- the experiments' success criteria on hand-built nets (training patched out) -----------------------
+def _stack(*nets):
+    return {k: np.stack([n[k] for n in nets]) for k in nets[0]}
+
+
+def test_xor_success_needs_every_pattern_right(monkeypatch):
+    # Net 1 computes XOR (OR and NAND units, then AND); net 2 computes OR: right on 3 of the 4 patterns, wrong
+    # on (1, 1). A start solves XOR only when all four outputs are on the correct side of 0.5: rate 1/2.
+    xor_net = {"W1": np.array([[20.0, -20.0], [20.0, -20.0]]), "b1": np.array([[-10.0, 30.0]]),
+               "W2": np.array([[20.0], [20.0]]), "b2": np.array([[-30.0]])}
+    or_net = {"W1": xor_net["W1"], "b1": xor_net["b1"], "W2": np.array([[20.0], [0.0]]), "b2": np.array([[-10.0]])}
+    y_or = bp.forward(or_net, bp.XOR_X, "sigmoid", "sigmoid")["y2"][:, 0]
+    assert (np.abs(y_or - bp.XOR_D[:, 0]) < 0.5).tolist() == [True, True, True, False]
+    monkeypatch.setattr(bp, "init_params", lambda rng, sizes, scale, nets=0: _stack(xor_net, or_net))
+    monkeypatch.setattr(bp, "train_full_batch", lambda p, x, d, *a, **k: [np.zeros(2)])
+    rate, _ = bp.xor_experiment(dataclasses.replace(bp.Config(), xor_starts=2), np.random.default_rng(0))
+    assert rate == 0.5
+
+
+def _encoder_net(collide=False, swap=False):
+    """8-3-8 by hand: one-hot pattern i -> hidden code = the 3 bits of i (saturated sigmoids, 0.9975 / 0.0025);
+    output unit j scores -10 x (L1 distance of the code to j's bits), the nearest code wins."""
+    bits = np.array([[(i >> (2 - k)) & 1 for k in range(3)] for i in range(8)], dtype=float)  # (8, 3)
+    W1 = 6.0 * (2 * bits - 1)
+    W2 = 10.0 * (2 * bits - 1).T  # (3, 8)
+    b2 = -10.0 * bits.sum(1)[None]
+    if collide:  # pattern 7's code (0.6, 0.6, 0.4) thresholds to pattern 6's corner; unit 7 is a constant -5
+        W1[7] = np.log([0.6 / 0.4, 0.6 / 0.4, 0.4 / 0.6])
+        W2[:, 7], b2[0, 7] = 0.0, -5.0
+    if swap:  # output units 0 and 1 exchanged: patterns 0 and 1 are decoded wrong, the other six right
+        W2[:, [0, 1]], b2[:, [0, 1]] = W2[:, [1, 0]], b2[:, [1, 0]]
+    return {"W1": W1, "b1": np.zeros((1, 3)), "W2": W2, "b2": b2}
+
+
+def test_encoder_rates_need_all_eight_right_and_eight_distinct_corners(monkeypatch):
+    hand = [_encoder_net(), _encoder_net(collide=True), _encoder_net(swap=True)]
+    eye = np.eye(8)
+    for net, right, corners in zip(hand, (8, 8, 6), (8, 7, 8)):  # the hand-built nets are what they claim
+        out = bp.forward(net, eye, "sigmoid", "sigmoid")
+        assert int((out["y2"].argmax(-1) == np.arange(8)).sum()) == right
+        assert len({tuple(c) for c in (out["y1"] > 0.5).astype(int)}) == corners
+    monkeypatch.setattr(bp, "init_params", lambda rng, sizes, scale, nets=0: _stack(*hand))
+    monkeypatch.setattr(bp, "train_full_batch", lambda p, x, d, *a, **k: [np.zeros(3)])
+    cfg = dataclasses.replace(bp.Config(), encoder_starts=3)
+    correct, code_rate, corner, _, best = bp.encoder_experiment(cfg, np.random.default_rng(0))
+    assert correct == pytest.approx(2 / 3) and code_rate == pytest.approx(1 / 3)  # only net 1 has a 3-bit code
+    assert corner == pytest.approx(1 / (1 + np.exp(6.0)), rel=1e-9)  # its units sit 0.0025 from 0 or 1
+    np.testing.assert_allclose(best, bp.forward(hand[0], eye, "sigmoid", "sigmoid")["y1"])

@@ -156,3 +156,33 @@ def test_smoke_run_same_seed_same_numbers(tmp_path):
 def test_presets_are_consistent():
     for cfg in ddpg.PRESETS.values():
         assert dataclasses.is_dataclass(cfg) and cfg.start_steps < cfg.total_steps
+
+
+def test_late_mean_averages_the_measurements_after_the_cut_by_hand():
+    # the late half of a curve: the bias of a trained critic, not the early transient (Fig. 3 comparison)
+    assert ddpg.late_mean([1000, 2000, 3000, 4000], [10.0, 20.0, 30.0, 50.0], after=2000) == pytest.approx(40.0)
+    assert ddpg.late_mean([1000, 2000], [10.0, 20.0], after=5000) == pytest.approx(15.0)  # none after: all
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "ou"])
+def test_exploration_clips_mu_plus_noise_to_the_unit_box(kind):
+    """Alg. 1's a = mu(s) + N_t, clipped to [-1, 1]: with mu(s) near +-1 about half the draws cross the bound.
+    Each output equals clip(mu + x) with x the noise the call drew (kept in `explore.x`)."""
+    torch.manual_seed(0)
+    actor = make_nets(3, 2, (8,), 1, 1e-3, 1e-3).actor
+    last = [m for m in actor if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([3.0, -3.0]))  # mu(s) = (tanh 3, -tanh 3) = (0.995, -0.995) everywhere
+    obs = np.zeros(3, dtype=np.float32)
+    mu = np.tanh(np.array([3.0, -3.0]))
+    explore = ddpg.Exploration(actor, 2, kind, 0.3, 0.15, seed=0)
+    outs = []
+    for _ in range(300):
+        out = explore(obs, True)
+        assert np.all(np.abs(out) <= 1.0)
+        np.testing.assert_allclose(out, np.clip(mu + explore.x, -1.0, 1.0), atol=1e-6)
+        outs.append(out)
+    outs = np.array(outs)
+    assert 0.2 < (outs[:, 0] == 1.0).mean() < 0.8 and 0.2 < (outs[:, 1] == -1.0).mean() < 0.8
+    assert np.abs(explore.x).max() > 0.1  # the noise is there, at its scale

@@ -252,3 +252,35 @@ def test_evaluation_grid_sets_each_held_out_system(monkeypatch):
             assert sigma == value
         else:
             assert latency == value
+
+
+def test_train_scores_each_policy_and_reports_the_gaps(tmp_path, monkeypatch):
+    # PPO and the grid evaluation stubbed: each "policy" knows which world trained it, the grid returns fixed
+    # returns per policy, so every reported number can be computed by hand.
+    from seminal.core.run import Run
+    from seminal.papers.rl import ppo
+
+    class FakePolicy:
+        seconds = 1.0
+
+        def __init__(self, randomized):
+            self.randomized = randomized
+
+    def fake_train_policy(env_factory, *args, **kwargs):
+        return FakePolicy(isinstance(env_factory(), dr.DynamicsRandomization))
+
+    grids = {False: (500.0, [("length", 0.5, True, 480.0), ("length", 4.0, False, 100.0), ("delay", 2, False, 200.0)]),
+             True: (490.0, [("length", 0.5, True, 470.0), ("length", 4.0, False, 400.0), ("delay", 2, False, 300.0)])}
+    monkeypatch.setattr(ppo, "train_policy", fake_train_policy)
+    monkeypatch.setattr(dr, "evaluate_grid", lambda policy, cfg: {"nominal": grids[policy.randomized][0],
+                                                                   "grid": list(grids[policy.randomized][1])})
+    cfg = dataclasses.replace(dr.PRESETS["quick"], randomize=("length",))
+    with Run(tmp_path / "run", "domain-randomization", 0, cfg, progress=False, tensorboard=False) as run:
+        m = dr.train(cfg, run)
+    expected = {"nominal/return_at_nominal": 500.0, "nominal/inside_return": 480.0, "nominal/outside_return": 150.0,
+                "nominal/heldout_return": 260.0, "nominal/drop": 240.0,
+                "randomized/return_at_nominal": 490.0, "randomized/inside_return": 470.0,
+                "randomized/outside_return": 350.0, "randomized/heldout_return": 390.0, "randomized/drop": 100.0,
+                "heldout/return_gap": 130.0, "heldout/inside_gap": -10.0, "heldout/outside_gap": 200.0,
+                "heldout/drop_gap": 140.0}
+    assert {k: m[k] for k in expected} == pytest.approx(expected)

@@ -206,3 +206,61 @@ def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatc
     assert _run(tmp_path, "b") == full
     log = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
     assert log[0] == log[1] and "plain/train_loss" in log[0]
+
+
+def test_error_rate_uses_the_full_net_and_leaves_training_mode_on():
+    # §4: the test-time net has no masks. A net with p = 0.2 everywhere would misclassify at random if masks
+    # were drawn; the error must equal the deterministic forward written out by hand.
+    torch.manual_seed(4)
+    net = dropout.DropoutMLP((16,), 0.2, 0.2)
+    net.set_generator(torch.Generator().manual_seed(0))
+    x, y = torch.rand(300, 784), torch.randint(0, 10, (300,))
+    with torch.no_grad():
+        pred = net.out(torch.relu(net.layers[0](x))).argmax(1)
+    y[:150] = pred[:150]  # half the labels agree with the full net: its error is 150/300 at most, near 0.45
+    expected = int((pred != y).sum()) / len(y)
+    assert dropout.error_rate(net, x, y, chunk=128) == pytest.approx(expected, abs=1e-12)
+    assert net.training  # back in training mode for the next update
+
+
+@pytest.fixture(scope="module")
+def max_norm_run(tmp_path_factory):
+    """One tiny run with a max-norm bound (0.3) below every initial row norm (about 0.58 for both layers)."""
+    cfg = replace(TINY, max_norm=0.3)
+    path = tmp_path_factory.mktemp("maxnorm")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vision, "load_mnist", _tiny_mnist)
+        seed_everything(0)
+        with Run(path / "r", "dropout", 0, cfg, progress=False, tensorboard=False) as run:
+            metrics = dropout.train(cfg, run)
+    state = torch.load(path / "r" / "checkpoint.pt", weights_only=True)["state"]
+    return cfg, metrics, state["nets"]
+
+
+def test_train_applies_max_norm_to_the_dropout_net_only(max_norm_run):
+    cfg, _, nets = max_norm_run
+    for i in range(len(cfg.hidden)):
+        rows = {k: nets[k][f"layers.{i}.weight"].norm(dim=1) for k in ("plain", "dropout")}
+        assert rows["dropout"].max().item() <= cfg.max_norm * (1 + 1e-5)  # §5.1: ||w|| <= c after every step
+        assert rows["plain"].min().item() > 1.5 * cfg.max_norm  # the plain net is never projected
+
+
+def test_final_metrics_are_the_errors_and_their_differences(max_norm_run):
+    cfg, m, nets = max_norm_run
+    x = {s: torch.tensor(_tiny_mnist(s)[0].reshape(-1, 784) / 255.0, dtype=torch.float32) for s in ("train", "test")}
+    y = {s: torch.from_numpy(_tiny_mnist(s)[1]) for s in ("train", "test")}
+    err = {}
+    for k, sd in nets.items():  # the test-time net by hand: no masks, no scaling (inverted dropout)
+        for s in ("train", "test"):
+            h = x[s]
+            with torch.no_grad():
+                for i in range(len(cfg.hidden)):
+                    h = torch.relu(h @ sd[f"layers.{i}.weight"].T + sd[f"layers.{i}.bias"])
+                pred = (h @ sd["out.weight"].T + sd["out.bias"]).argmax(1)
+            err[k, s] = int((pred != y[s]).sum()) / len(y[s])
+            assert m[f"{k}/{s}_error"] == pytest.approx(err[k, s], abs=1e-12)
+    gap = {k: err[k, "test"] - err[k, "train"] for k in nets}
+    assert m["plain/gap"] == pytest.approx(gap["plain"]) and m["dropout/gap"] == pytest.approx(gap["dropout"])
+    assert m["dropout/test_error_reduction"] == pytest.approx(err["plain", "test"] - err["dropout", "test"])
+    assert m["dropout/gap_reduction"] == pytest.approx(gap["plain"] - gap["dropout"])
+    assert gap["plain"] != 0.0 or gap["dropout"] != 0.0  # not vacuous

@@ -180,3 +180,32 @@ def test_one_trpo_update_on_a_whole_episode_batch_uses_gae(monkeypatch):
 def naive_gae_row_all(ro, n, gamma, lam):
     r, v, nv = ro["rewards"][:, n], ro["values"][:, n], ro["next_values"][:, n]
     return np.array([naive_gae_row0(r[t:], v[t:], nv[t:], gamma, lam) for t in range(len(r))])
+
+
+def test_continuation_rollouts_values_are_in_reward_units():
+    # V(s_0) is known without stepping: the critic at the start states, divided by the scale the rewards were
+    # multiplied by for learning (so that A = Q - V compares like with like).
+    actor, B, scale = _actor(seed=2), 4, 0.25
+    rng = np.random.default_rng(8)
+    theta, theta_dot = rng.uniform(-np.pi, np.pi, B), rng.uniform(-1, 1, B)
+    a0 = rng.uniform(-2, 2, (B, 1)).astype(np.float32)
+    ro = paper.continuation_rollouts(actor, theta, theta_dot, a0, np.random.default_rng(9), scale)
+    v0 = actor.value(paper.pendulum_obs(theta, theta_dot))
+    assert np.abs(v0).min() > 1e-3  # a scale error shows
+    np.testing.assert_allclose(ro["values"][0], v0 / scale, rtol=1e-6)
+    np.testing.assert_allclose(ro["next_values"][:-1], ro["values"][1:])  # V(s_{t+1}) is the next row's V(s_t)
+    # the first reward is that of a_0 from s_0, whatever the policy would have done
+    np.testing.assert_allclose(ro["rewards"][0], paper.pendulum_step(theta, theta_dot, a0[:, 0])[2])
+
+
+def test_mechanism_ratios_and_ranks_are_those_of_its_per_lambda_entries():
+    cfg = replace(paper.PRESETS["quick"], mech_states=3, mech_rollouts=8, mech_fit_episodes=2, mech_vf_steps=5,
+                  hidden=(16,))
+    out = paper.mechanism(cfg, seed=1)
+    assert out["mech/bias_ratio"] == pytest.approx(out["mech/bias_lam=0.96"] / out["mech/bias_lam=0"])
+    assert out["mech/var_ratio"] == pytest.approx(out["mech/var_lam=0.96"] / out["mech/var_lam=1"])
+    lams = list(cfg.lambdas)
+    var = [out[f"mech/var_lam={lam:g}"] for lam in lams]
+    bias = [out[f"mech/bias_lam={lam:g}"] for lam in lams]
+    assert out["mech/var_rank"] == pytest.approx(paper.rank_correlation(lams, var))
+    assert out["mech/bias_rank"] == pytest.approx(paper.rank_correlation(lams, bias))

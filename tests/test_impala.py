@@ -236,3 +236,33 @@ def test_smoke_train_returns_every_arm(tmp_path):
     assert m["lag/vtrace_minus_none_auc"] == pytest.approx(m["lag/vtrace_auc"] - m["lag/none_auc"])
     assert m["train/policy_lag"] == 0 and m["lag/vtrace_policy_lag"] > 1  # stale on purpose in the ablation arms
     assert [c["metric"] for c in summary["claims"]] == ["lag/vtrace_minus_none_auc", "lag/vtrace_minus_is_auc"]
+
+
+def test_learning_rate_is_annealed_linearly_to_zero_over_the_updates(tmp_path, monkeypatch):
+    """The paper anneals the learning rate linearly to 0: update u (0-based) of n runs at lr (1 - u / n), by hand."""
+    rates = []
+    real = impala.learner_step
+
+    def spy(net, opt, batch, cfg, correction):
+        rates.append(opt.param_groups[0]["lr"])
+        return real(net, opt, batch, cfg, correction)
+    monkeypatch.setattr(impala, "learner_step", spy)
+    cfg = replace(TINY, total_steps=4 * TINY.steps_per_update, eval_every=0, lr=0.02)
+    with Run(tmp_path, "impala", 5, cfg, progress=False, tensorboard=False) as run:
+        impala.train_arm("impala", "vtrace", 0, cfg.total_steps, cfg, run, None, lambda s: None)
+    assert rates == pytest.approx([0.02, 0.015, 0.01, 0.005])
+
+
+def test_a_resumed_stale_run_continues_exactly(tmp_path):
+    """Local mode with actors 3 updates stale: a run resumed from its checkpoint at update 10 (the snapshots of
+    updates 7 ... 10 included) ends exactly as the uninterrupted one."""
+    cfg = replace(TINY, total_steps=16 * TINY.steps_per_update, eval_every=4 * TINY.steps_per_update, lr=0.05)
+    saved = []
+    runs = []
+    for i, state in enumerate((None, "resume")):
+        with Run(tmp_path / str(i), "impala", 5, cfg, progress=False, tensorboard=False) as run:
+            resume = copy.deepcopy(saved[0]) if state else None
+            runs.append(impala.train_arm("impala", "vtrace", 3, cfg.total_steps, cfg, run, resume,
+                                         lambda s: saved.append(copy.deepcopy(s))))
+    assert saved[0]["update"] == 10 and len(saved[0]["snapshots"]) == 4
+    assert runs[0]["episodes"] == runs[1]["episodes"] and runs[0]["evals"] == runs[1]["evals"]

@@ -265,3 +265,48 @@ def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path, monkeypatc
     assert run_("b") == full
     log = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
     assert log[0] == log[1] and "train/loss" in log[0]
+
+
+# ---- the schedule, the decision rule and the C3 init, against the paper's numbers --------------------
+def test_lr_schedule_is_the_papers_eta_as_factors():
+    # §III-C: eta = 5e-4 for passes 0-1, 2e-4 for 2-4, 1e-4 for 5-7, 5e-5 for 8-11, 1e-5 from 12 on.
+    eta = [5e-4] * 2 + [2e-4] * 3 + [1e-4] * 3 + [5e-5] * 4 + [1e-5] * 8
+    for epoch, e in enumerate(eta):
+        assert L.lr_schedule(epoch, 0.005) == pytest.approx(0.005 * e / 5e-4, rel=1e-12), epoch
+
+
+def test_error_rate_takes_the_smallest_penalty_over_chunks():
+    penalties = torch.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, 9.0], [7.0, 8.0, 0.1], [2.0, 2.5, 3.0], [5.0, 0.2, 0.3]])
+    y = torch.tensor([1, 0, 0, 0, 2])  # smallest penalties: 1, 0, 2, 0, 1 -> rows 2 and 4 wrong
+    assert L.error_rate(torch.nn.Identity(), penalties, y, batch=2) == pytest.approx(2 / 5)
+
+
+def test_c3_init_uses_each_maps_connected_fan_in():
+    # App. A, deviation 4: a C3 map with 3 inputs draws from U(-2.4/75, 2.4/75), wider than a 6-input map's.
+    torch.manual_seed(1)
+    net = L.LeNet5(L.rbf_codes("bitmap"))
+    amax = net.c3.weight.abs().amax(dim=(1, 2, 3))
+    for o, ins in enumerate(L.C3_TABLE):
+        bound = 2.4 / (25 * len(ins))
+        assert 0.9 * bound < amax[o].item() <= bound, o  # 150 draws per map: the range is used to the full
+
+
+def test_logged_errors_count_the_smallest_penalty_as_the_prediction(tmp_path, monkeypatch, one_thread):
+    # With a step size of 1e-12 the net does not move: every label set to the untrained net's argmin makes the
+    # logged on-the-fly training error and the test error exactly 0 (argmax would make them 1).
+    import dataclasses
+
+    from seminal.core.run import Run
+
+    rng = np.random.default_rng(3)
+    images = {s: rng.integers(0, 255, (24, 28, 28)).astype(np.uint8) for s in ("train", "test")}
+    torch.manual_seed(0)
+    untrained = L.LeNet5(L.rbf_codes("bitmap"))  # the net `train` builds after the same seed
+    with torch.no_grad():
+        labels = {s: untrained(L.normalise(a)).argmin(1).numpy() for s, a in images.items()}
+    monkeypatch.setattr(vision, "load_mnist", lambda split: (images[split], labels[split]))
+    cfg = dataclasses.replace(L.PRESETS["quick"], epochs=1, train_limit=0, batch_size=8, evals_per_epoch=1, lr=1e-12)
+    torch.manual_seed(0)
+    with Run(tmp_path / "r", "lenet5", 0, cfg, progress=False, tensorboard=False) as run:
+        out = L.train(cfg, run)
+    assert out == {"test/error": 0.0, "train/error": 0.0}

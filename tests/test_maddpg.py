@@ -212,3 +212,78 @@ def test_competitive_arms_run_and_report_the_good_team(tmp_path):
     m = runner.execute("maddpg", "deception", 3, _TINY, tmp_path, progress=False)["metrics"]
     gap = m["deception/maddpg_vs_ddpg_minus_ddpg_vs_maddpg"]
     assert gap == pytest.approx(m["deception/maddpg_vs_ddpg_return"] - m["deception/ddpg_vs_maddpg_return"])
+
+
+def test_every_actor_and_critic_step_is_clipped_to_grad_clip():
+    """Plain SGD at lr 1 and a tiny grad_clip: each network's step is exactly grad_clip long (its own gradient
+    norm clipped, not another network's)."""
+    clip = 1e-4
+    cfg = replace(maddpg.PRESETS["quick"], hidden=(8,), grad_clip=clip, tau=0.1)
+    torch.manual_seed(4)
+    obs_dims, act_dims = [3, 4], [2, 5]
+    joint = sum(obs_dims) + sum(act_dims)
+    agents = [maddpg.Agent(maddpg.mlp((d, 8, a)), joint, True, cfg) for d, a in zip(obs_dims, act_dims)]
+    for ag in agents:
+        ag.actor_opt, ag.critic_opt = (torch.optim.SGD(ag.actor.parameters(), lr=1.0),
+                                       torch.optim.SGD(ag.critic.parameters(), lr=1.0))
+    before = copy.deepcopy(agents)
+    B, g = 8, torch.Generator().manual_seed(2)
+    obs = [torch.randn(B, d, generator=g) for d in obs_dims]
+    nxt = [torch.randn(B, d, generator=g) for d in obs_dims]
+    acts = [torch.softmax(torch.randn(B, a, generator=g), -1) for a in act_dims]
+    rew = 10 * torch.randn(B, 2, generator=g)  # large errors: every raw gradient norm is far above clip
+    noise = [[torch.randn(B, a, generator=g) for a in act_dims] for _ in range(2)]
+    maddpg.maddpg_update(agents, (obs, acts, rew, nxt, torch.zeros(B)), cfg, *noise)
+    for ag, old in zip(agents, before):
+        for net in ("actor", "critic"):
+            step = torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(getattr(ag, net).parameters(),
+                                                                          getattr(old, net).parameters())))
+            assert step.item() == pytest.approx(clip, rel=1e-3), net
+
+
+def test_replay_samples_only_the_slots_filled_so_far():
+    mem = maddpg.JointReplay(100, [1], [1])
+    for t in range(5):
+        mem.add([np.full(1, t + 1.0)], [np.full(1, 0.5)], np.array([1.0]), [np.full(1, t + 2.0)], False)
+    obs, *_ = mem.sample(np.random.default_rng(0), 500)
+    assert set(obs[0][:, 0].tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}  # never an empty (zero) slot
+
+
+def test_training_loop_stores_each_step_as_acted(tmp_path, monkeypatch):
+    """No update happens (learning_starts beyond the run), so the actors stay at their initial weights: every stored
+    action must be the Gumbel-softmax sample softmax((mu_j(o_j) + g_t) / T) with g_t the t-th row of the episode's
+    noise drawn from the arm's generator (seed, 23), every transition chains to the next, and the time-limit end
+    of an MPE episode is stored as not terminated (Eq. 6 still bootstraps there)."""
+    added, made = [], []
+    real_add, real_make = maddpg.JointReplay.add, maddpg.make_agents
+
+    def spy_add(self, obs, acts, rew, next_obs, term):
+        added.append(([o.copy() for o in obs], [a.copy() for a in acts], np.array(rew), [o.copy() for o in next_obs],
+                      bool(term)))
+        real_add(self, obs, acts, rew, next_obs, term)
+
+    def spy_make(env, centralised, cfg):
+        agents = real_make(env, centralised, cfg)
+        made.append(copy.deepcopy([ag.actor for ag in agents]))
+        return agents
+
+    monkeypatch.setattr(maddpg.JointReplay, "add", spy_add)
+    monkeypatch.setattr(maddpg, "make_agents", spy_make)
+    runner.execute("maddpg", "quick", 5, ["episodes=2", "learning_starts=100000", "hidden=8", "eval_every=2",
+                                          "eval_episodes=1", "final_episodes=1", "checkpoint_every=0",
+                                          "arms=maddpg"], tmp_path, progress=False)
+    T, (actors,) = 25, made
+    temperature = maddpg.PRESETS["quick"].temperature
+    assert len(added) == 2 * T
+    rng = np.random.default_rng([5, 23])
+    for ep in range(2):
+        noise = [maddpg.gumbel_noise(rng, (T, actor[-1].out_features)) for actor in actors]  # as the loop draws
+        for t in range(T):
+            obs, acts, rew, nxt, term = added[ep * T + t]
+            assert not term  # MPE: a time limit, never a terminal state
+            if t + 1 < T:
+                assert all(np.array_equal(x, y) for x, y in zip(nxt, added[ep * T + t + 1][0]))
+            for j, actor in enumerate(actors):
+                with torch.no_grad():
+                    want = torch.softmax((actor(torch.from_numpy(obs[j])) + noise[j][t]) / temperature, -1)
+                assert np.allclose(acts[j], want.numpy(), atol=1e-5), (ep, t, j)

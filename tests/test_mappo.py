@@ -5,14 +5,17 @@ re-derivation, the NumPy acting path, and a tiny deterministic run."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from seminal.core import runner
+from seminal.core.errors import Interrupted
 from seminal.papers.multi_agent import mappo
 from seminal.papers.multi_agent._marl import MultiAgentEnv
 
@@ -243,3 +246,58 @@ def test_bad_arms_and_unequal_agents_are_one_line_errors():
     env = MultiAgentEnv("simple_speaker_listener", seed=0)
     with pytest.raises(mappo.SeminalError, match="identical agents"):
         mappo.make_learner(env, "global", mappo.PRESETS["quick"], 0)
+
+
+def test_collect_records_a_time_limit_as_not_terminal_and_chains_steps():
+    """simple_spread ends at max_cycles only: every step live (mask 1), `dones` only at the last step, never
+    `terminated` (so GAE bootstraps from V(s_T)); obs and state at t + 1 are the env's after the t-th actions."""
+    env = MultiAgentEnv("simple_spread", seed=2)
+    actor = mappo.Actor(18 + 3, 5, (8,), torch.Generator().manual_seed(0))
+    b = mappo.collect(env, actor, 0, 2, True, np.random.default_rng(0))
+    T = env.max_cycles
+    assert b["mask"].min() == 1.0 and not b["terminated"].any()
+    assert b["dones"][:-1].sum() == 0 and b["dones"][-1].all()
+    replay = MultiAgentEnv("simple_spread", seed=2)  # the same episodes, replayed with the recorded actions
+    for e in range(2):
+        obs = replay.reset(e)
+        assert np.array_equal(b["obs"][0, e], np.stack(obs)) and np.array_equal(b["state"][0, e], replay.state())
+        for t in range(T):
+            obs, rew, _, _ = replay.step(list(b["actions"][t, e]))
+            assert np.array_equal(b["obs"][t + 1, e], np.stack(obs)) and np.allclose(b["rewards"][t, e], rew)
+            assert np.array_equal(b["state"][t + 1, e], replay.state())
+
+
+def test_actor_and_critic_gradients_are_clipped_separately():
+    """SGD at lr 1 with max_grad_norm tiny: one minibatch step moves the actor by exactly the clip and the
+    critic by exactly the clip (each network's norm clipped on its own, not jointly)."""
+    clip = 1e-4
+    cfg = replace(mappo.PRESETS["quick"], epochs=1, minibatches=1, max_grad_norm=clip, hidden=(5,))
+    b = _tiny_batch()
+    gen = torch.Generator().manual_seed(3)
+    actor, critic = mappo.Actor(3 + 2, 4, cfg.hidden, gen), mappo.Critic(6, cfg.hidden, gen)
+    before = [copy.deepcopy(actor), copy.deepcopy(critic)]
+    opt = torch.optim.SGD([*actor.parameters(), *critic.parameters()], lr=1.0)
+    mappo.update(actor, critic, opt, mappo.ValueNorm(cfg.value_norm_beta), b, cfg, "global", np.random.default_rng(0))
+    for net, old in zip((actor, critic), before):
+        step = torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(net.parameters(), old.parameters())))
+        assert step.item() == pytest.approx(clip, rel=1e-3), type(net).__name__
+
+
+def test_resume_continues_every_logged_update(tmp_path, monkeypatch):
+    """A run cut at its second checkpoint and resumed logs, update by update, the uninterrupted run's training
+    returns and losses: the sampling and minibatch generator resumes where it stopped (the final greedy return of a
+    tiny run is too coarse to tell)."""
+    monkeypatch.setenv("SEMINAL_CHECKPOINT_SECONDS", "1e9")
+    over = ["episodes=16", "episodes_per_update=4", "epochs=2", "hidden=8", "eval_episodes=1", "checkpoint_every=1",
+            "arms=mappo"]
+    whole = runner.execute("mappo", "quick", 1, over, tmp_path / "whole", progress=False)
+    with pytest.raises(Interrupted) as stop:
+        runner.execute("mappo", "quick", 1, over, tmp_path / "cut", progress=False, stop_after_checkpoints=2)
+    resumed = runner.execute("mappo", resume_dir=stop.value.run_dir, progress=False)
+
+    def rows(summary):
+        lines = (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k.startswith("mappo/")} for line in lines]
+
+    logged = rows(whole)
+    assert resumed["resumed"] and len([r for r in logged if r]) == 4 and rows(resumed) == logged

@@ -46,3 +46,36 @@ def test_reward_scales_and_team_subsets():
 def test_unknown_task_is_one_line():
     with pytest.raises(SeminalError, match="unknown multi-agent task 'nope'; choose one of: simple_spread"):
         MultiAgentEnv("nope")
+
+
+def test_actions_reach_their_agents_in_order():
+    """The layer against mpe2 driven directly with a dict of actions: the same observations and rewards, agent by
+    agent, when every agent is given a different action."""
+    import mpe2.simple_spread_v3 as spread
+
+    env = MultiAgentEnv("simple_spread", seed=3)
+    raw = spread.parallel_env(N=3, local_ratio=0.5, max_cycles=25, continuous_actions=False)
+    obs = env.reset(0)
+    raw_obs, _ = raw.reset(seed=episode_seed(3, 0))
+    assert all(np.allclose(o, raw_obs[a]) for o, a in zip(obs, env.agents))
+    for actions in ([1, 2, 3], [4, 0, 2], [3, 3, 1]):
+        obs, rew, _, _ = env.step(actions)
+        raw_obs, raw_rew, *_ = raw.step(dict(zip(raw.possible_agents, actions)))
+        assert all(np.allclose(o, raw_obs[a]) for o, a in zip(obs, raw.possible_agents))
+        assert np.allclose(rew, [raw_rew[a] for a in raw.possible_agents])
+
+
+def test_per_agent_scale_of_a_team_divides_by_the_team_size():
+    """simple_adversary (adversary_0, agent_0, agent_1): the good team's return per agent is its summed reward,
+    counted by hand, over 2 agents (not over all 3)."""
+    env = MultiAgentEnv("simple_adversary", seed=0)
+    assert env.agents == ["adversary_0", "agent_0", "agent_1"]
+    total = 0.0
+    env.reset(0)
+    done = False
+    while not done:
+        _, rew, done, _ = env.step([1, 2, 3])
+        total += rew[1] + rew[2]
+    assert rollout_return(env, lambda obs, state: [1, 2, 3], 1, 0, agents=[1, 2]) == pytest.approx(total)
+    assert rollout_return(env, lambda obs, state: [1, 2, 3], 1, 0, scale="per_agent", agents=[1, 2]) == \
+        pytest.approx(total / 2)

@@ -33,14 +33,16 @@ TINY = {"ddpg": _TINY + ["mc_episodes=1", "mc_states=20", "mc_horizon=20"],
         "sac": _TINY}
 
 
-@pytest.mark.parametrize("slug, stop", [("ddpg", 1), ("sac", 1), ("td3", 1), ("td3", 4)],
-                         ids=["ddpg", "sac", "td3-first-agent", "td3-second-agent"])
+@pytest.mark.parametrize("slug, stop", [("ddpg", 1), ("sac", 1), ("sac", 2), ("td3", 1), ("td3", 4)],
+                         ids=["ddpg", "sac", "sac-after-warmup", "td3-first-agent", "td3-second-agent"])
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(slug, stop, tmp_path, monkeypatch):
     """Stopped mid-episode (step 100 of Pendulum's 200) and resumed: the same metrics, to the last bit.
 
     It needs the env's own state (angle, velocity, time-limit counter), the running return, the buffer and
     every generator (the loop's, the noise's, torch's) in the checkpoint; an env restarted on resume fails it.
-    For TD3, stop 4 falls in the second of its three agents (checkpoints at 100 and 200 of each).
+    For TD3, stop 4 falls in the second of its three agents (checkpoints at 100 and 200 of each). SAC's stop 2
+    (step 200) falls after the warm-up (150 steps): 50 updates in, with the optimizers' moments, alpha and the
+    policy's noise mid-run.
     """
     monkeypatch.setenv("SEMINAL_CHECKPOINT_SECONDS", "1e9")  # checkpoints by step only
     whole = execute(slug, "quick", 1, TINY[slug], tmp_path / "whole", progress=False)
@@ -169,3 +171,54 @@ def test_errors_for_wrong_envs():
         make_box_env("NoSuchEnv-v9", "DDPG")
     with pytest.raises(SeminalError, match="continuous"):
         make_box_env("CartPole-v1", "DDPG")
+
+
+def test_replay_samples_only_the_rows_stored_so_far():
+    """Before the buffer is full, a minibatch holds stored transitions only (no all-zero rows past `size`)."""
+    buf = ReplayBuffer(100, obs_dim=2, act_dim=1)
+    for k in range(1, 4):
+        buf.add(np.array([k, -k]), np.array([k / 10]), float(k), np.array([k + 1, -k - 1]), False)
+    s, a, r, s2, d = buf.sample(np.random.default_rng(0), 500)
+    assert set(r.tolist()) == {1.0, 2.0, 3.0}
+    assert torch.equal(s[:, 0], r) and torch.equal(s2[:, 0], r + 1) and torch.equal(s2[:, 1], -r - 1)
+
+
+def test_loop_stores_the_actors_u_and_chains_each_next_state_to_the_next_row(monkeypatch):
+    """Each stored row is (s_t, u_t, r_t, s_{t+1}, terminated_t) with u_t the action in [-1, 1] as `act` returned
+    it (the env gets it scaled to [-2, 2]); within an episode, s' of row t is s of row t + 1; stepping the env
+    by hand with the stored actions gives back the stored rewards and next states."""
+    from seminal.papers.rl import _offpolicy
+
+    made = []
+
+    class Recorded(ReplayBuffer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(_offpolicy, "ReplayBuffer", Recorded)
+    env = make_env("Pendulum-v1", max_episode_steps=25)
+    given = []
+
+    def act(obs, explore):
+        u = np.array([0.8 * np.tanh(3.0 * obs[0])], dtype=np.float32)  # a deterministic policy in (-0.8, 0.8)
+        given.append(u)
+        return u
+
+    offpolicy_loop(env, _cfg(total_steps=60, start_steps=20), act, lambda b, s: {}, {}, seed=0)
+    table = made[0].table.numpy()
+    assert made[0].size == 60
+    s, u, r, s2 = table[:, :3], table[:, 3], table[:, 4], table[:, 5:8]
+    np.testing.assert_array_equal(u[20:], np.concatenate(given))  # u itself, not 2 u
+    assert np.all(np.abs(u[:20]) <= 1.0) and np.abs(u[:20]).max() > 0.5  # uniform warm-up in [-1, 1]
+    ends = {24, 49}  # time-limit ends: the next row starts a new episode
+    for t in range(59):
+        if t not in ends:
+            np.testing.assert_array_equal(s2[t], s[t + 1])
+    check = make_env("Pendulum-v1", max_episode_steps=25)
+    # replayed by hand: the env steps with scale_action(u) give back the stored reward and next state
+    np.testing.assert_allclose(s[0], check.reset(seed=0)[0], rtol=1e-6)  # seed 0, episode 0
+    for t in range(25):
+        obs2, rew, *_ = check.step(scale_action(u[t : t + 1], np.array([-2.0]), np.array([2.0])))
+        assert rew == pytest.approx(r[t], rel=1e-5, abs=1e-5)
+        np.testing.assert_allclose(s2[t], obs2, rtol=1e-5, atol=1e-6)

@@ -178,3 +178,94 @@ def test_gae_by_definition():
     ro["dones"] = ro["terminated"] | (rng.random((T, N)) < 0.15)
     got = gae(ro["rewards"], ro["values"], ro["next_values"], ro["terminated"], ro["dones"], 0.95, 0.8)
     np.testing.assert_allclose(got, naive_gae(ro, 0.95, 0.8), rtol=1e-10)
+
+
+@pytest.mark.parametrize("ratio, adv, moves", [
+    (0.81, -1.0, True), (0.79, -1.0, False), (1.19, 1.0, True), (1.21, 1.0, False),  # just inside / outside 1 +- eps
+    (0.79, 1.0, True), (1.21, -1.0, True),
+])
+def test_clip_range_is_one_plus_minus_eps(ratio, adv, moves):
+    """The clip's edges are 1 - eps and 1 + eps exactly (Eq. 7), probed 0.01 either side of each."""
+    g = grad_of_ratio(ratio, adv, 0.2)
+    assert g == (pytest.approx(adv) if moves else 0.0)
+    value = clipped_surrogate(torch.tensor([ratio]), torch.tensor([adv]), 0.2).item()
+    assert value == pytest.approx(min(ratio * adv, min(max(ratio, 0.8), 1.2) * adv))
+
+
+def test_ppo_loss_diagnostics_by_hand_and_both_paths_agree():
+    r = np.array([1.5, 0.9, 0.7, 1.0])
+    old = torch.tensor([-1.0, -0.5, -2.0, -0.3])
+    logp = old + torch.tensor(np.log(r), dtype=torch.float32)
+    adv, values, targets = torch.tensor([1.0, -2.0, 0.5, 3.0]), torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.zeros(4)
+    ent = torch.tensor([0.4, 0.6, 0.8, 1.0])
+    loss, d = ppo.ppo_loss(logp, old, adv, values, targets, ent, clip=0.2, vf_coef=0.5, ent_coef=0.1)
+    fast, _ = ppo.ppo_loss(logp, old, adv, values, targets, ent, clip=0.2, vf_coef=0.5, ent_coef=0.1,
+                           diagnostics=False)
+    # per sample min(rA, clip(r)A): (1.2, -1.8, 0.35, 3.0) -> mean 0.6875; 0.5 mean V^2 = 1.75; mean H = 0.7
+    assert d["l_clip"].item() == pytest.approx(0.6875, rel=1e-5)
+    assert d["v_loss"].item() == pytest.approx(1.75) and d["entropy"].item() == pytest.approx(0.7)
+    assert loss.item() == pytest.approx(-(0.6875 - 0.5 * 1.75 + 0.1 * 0.7), rel=1e-5)
+    assert fast.item() == pytest.approx(loss.item(), rel=1e-6)
+    # k3 estimator of KL(old || new): mean of (r - 1) - log r, each term >= 0
+    assert d["approx_kl"].item() == pytest.approx(np.mean((r - 1) - np.log(r)), rel=1e-4)
+    assert d["clip_frac"].item() == pytest.approx(0.5)  # r = 1.5 and 0.7 lie outside [0.8, 1.2]
+
+
+def reference_update(model, ro, cfg, progress, seed):
+    """Algorithm 1 by hand: K epochs over the batch in the order of `rng.permutation` (the loop's generator, as the
+    update's contract says), minibatches of M (the last one shorter), advantages normalised within each minibatch,
+    Eq. (7)/(9) per sample, the gradient rescaled as one vector to max_grad_norm, then an SGD step."""
+    rng = np.random.default_rng(seed)
+    A_all = naive_gae(ro, cfg.gamma, cfg.lam)
+    targets = torch.as_tensor((A_all + ro["values"]).reshape(-1), dtype=torch.float32)
+    A_all = A_all.reshape(-1)
+    obs, act = torch.as_tensor(ro["obs"].reshape(-1, 3)), torch.as_tensor(ro["actions"].reshape(-1))
+    old = torch.as_tensor(ro["logp"].reshape(-1))
+    lr, B, clipped = cfg.lr * (1 - progress), len(A_all), 0
+    for _ in range(cfg.epochs):
+        order = rng.permutation(B)
+        for start in range(0, B, cfg.minibatch):
+            mb = order[start:start + cfg.minibatch]
+            a = A_all[mb]
+            a = torch.as_tensor((a - a.mean()) / (a.std(ddof=1) + 1e-8), dtype=torch.float32)
+            loss, _ = hand_loss(model, obs[mb], act[mb], old[mb], a, targets[mb], cfg)
+            grads = torch.autograd.grad(loss, list(model.parameters()))
+            norm = torch.sqrt(sum((g**2).sum() for g in grads))
+            scale = min(1.0, cfg.max_grad_norm / (norm.item() + 1e-6)) if cfg.max_grad_norm else 1.0
+            clipped += scale < 1.0
+            with torch.no_grad():
+                for p, g in zip(model.parameters(), grads):
+                    p -= lr * scale * g
+    return clipped
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.3])
+def test_minibatch_epochs_equal_hand_written_sgd_steps(max_grad_norm):
+    """make_update with 4 minibatches an epoch (5, 5, 5, 3 samples) for K = 3 epochs, with and without the
+    global-norm clip binding, against `reference_update`."""
+    cfg = dataclasses.replace(ppo.PRESETS["quick"], epochs=3, minibatch=5, lr=0.1, anneal_lr=True, gamma=0.9,
+                              lam=0.7, clip=0.2, vf_coef=0.5, ent_coef=0.05, max_grad_norm=max_grad_norm,
+                              norm_adv=True)
+    model = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(5,), seed=0)
+    with torch.no_grad():
+        model.pi_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+    ref = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(5,), seed=0)
+    ref.load_state_dict(model.state_dict())
+    rng = np.random.default_rng(3)
+    T, N = 6, 3
+    obs = rng.normal(size=(T, N, 3)).astype(np.float32)
+    actions = rng.integers(3, size=(T, N))
+    with torch.no_grad():
+        logp_now = model.dist(torch.as_tensor(obs.reshape(-1, 3))).log_prob(torch.as_tensor(actions.reshape(-1)))
+    ro = {"obs": obs, "actions": actions,
+          "logp": logp_now.numpy().reshape(T, N) + rng.uniform(-0.6, 0.6, size=(T, N)).astype(np.float32),
+          "rewards": rng.normal(1.0, 1.0, (T, N)), "values": rng.normal(size=(T, N)),
+          "next_values": rng.normal(2.0, 1.0, (T, N)), "terminated": np.zeros((T, N), bool),
+          "dones": np.zeros((T, N), bool)}
+    ro["terminated"][2, 0] = ro["dones"][2, 0] = True
+    ro["dones"][3, 1] = True
+    clipped = reference_update(ref, ro, cfg, 0.5, seed=11)
+    assert (clipped > 0) == (max_grad_norm > 0)  # the clip binds in the clipped case
+    ppo.make_update(model, torch.optim.SGD(model.parameters(), lr=cfg.lr), cfg)(ro, 0.5, np.random.default_rng(11))
+    for (name, p), p_ref in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.detach(), p_ref.detach(), rtol=1e-5, atol=1e-6, msg=name)

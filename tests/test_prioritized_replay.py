@@ -245,3 +245,26 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch)
         resumed = execute("prioritized-replay", resume_dir=stop.value.run_dir, progress=False)
         assert resumed["resumed"] and resumed["metrics"] == whole["metrics"]
         assert _histories(stop.value.run_dir, keys) == _histories(whole["run_dir"], keys)
+
+
+def test_sum_tree_find_at_exact_prefix_sums_skips_zero_leaves():
+    """A mass exactly at a prefix sum belongs to the next leaf of nonzero priority (side="right"): zero-priority
+    leaves are never found, even at the boundaries (mass 0 included). Leaves and answers by hand."""
+    tree = per.SumTree(8)
+    tree.update(np.arange(8), np.array([0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 0.5]))  # cumsum 0 0 1 1 3 3 3 3.5
+    np.testing.assert_array_equal(tree.find(np.array([0.0, 0.5, 1.0, 2.999, 3.0, 3.4])), [2, 2, 4, 4, 7, 7])
+
+
+def test_sampler_state_round_trip_keeps_the_leaves_and_the_largest_priority():
+    """A sampler loaded from `state()` (as on resume) has the same tree, and its next new transition gets the
+    restored max priority: 16^alpha = 4 here, by hand."""
+    a = per.PrioritizedSampler(8, alpha=0.5, beta_start=0.4, eps=0.0)
+    for i in range(4):
+        a.add(i)
+    a.update(np.array([1]), np.array([16.0]))
+    b = per.PrioritizedSampler(8, alpha=0.5, beta_start=0.4, eps=0.0)
+    b.load(copy.deepcopy(a.state()))
+    assert b.tree.total == pytest.approx(1 + 4 + 1 + 1)
+    b.add(4)
+    np.testing.assert_allclose(b.tree.leaves[:5], [1.0, 4.0, 1.0, 1.0, 4.0])
+    assert b.tree.total == pytest.approx(11.0)

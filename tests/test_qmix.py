@@ -336,3 +336,57 @@ def test_resume_keeps_reward_stats_and_soft_targets(tmp_path, monkeypatch):
     resumed = runner.execute("qmix", resume_dir=stop.value.run_dir, progress=False)
     keep = lambda s: {k: v for k, v in s["metrics"].items() if "second" not in k}  # noqa: E731
     assert resumed["resumed"] and keep(resumed) == keep(whole)
+
+
+def test_epsilon_falls_linearly_then_stays():
+    cfg = dataclasses.replace(qmix.PRESETS["quick"], eps_start=1.0, eps_end=0.05, eps_episodes=100)
+    assert [qmix.epsilon(e, cfg) for e in (0, 50, 100, 400)] == pytest.approx([1.0, 0.525, 0.05, 0.05])
+
+
+def test_acting_explores_with_probability_epsilon():
+    """eps = 0: the greedy actions whatever the generator; eps = 1: uniform actions. One act() call of 4000
+    "agents" (no id, no last action), so the draws are many and cheap."""
+    torch.manual_seed(7)
+    cfg, n = dataclasses.replace(qmix.PRESETS["quick"], agent_id=False, last_action=False), 4000
+    agent = qmix.RNNAgent(3, 8, 4)
+    obs = list(np.random.default_rng(1).normal(size=(n, 3)).astype(np.float32))
+    greedy = qmix.Actor(agent, n, 4, cfg).act(obs)
+    rng = np.random.default_rng(0)
+    assert qmix.Actor(agent, n, 4, cfg).act(obs, 0.0, rng) == greedy
+    picks = np.array(qmix.Actor(agent, n, 4, cfg).act(obs, 1.0, rng))
+    assert np.allclose(np.bincount(picks, minlength=4) / n, 0.25, atol=0.03)
+    half = np.array(qmix.Actor(agent, n, 4, cfg).act(obs, 0.5, rng))
+    assert abs((half != np.array(greedy)).mean() - 0.5 * 3 / 4) < 0.03  # explore half the time, 3/4 of it off-greedy
+
+
+def test_training_loop_stores_team_rewards_and_copies_targets_every_c_episodes(tmp_path, monkeypatch):
+    """The two-step game run by `train`: each stored episode's rewards are the team payoff of the actions taken
+    (state 1 pays 0; then 2A pays 7, 2B the matrix, Table 1), its states follow agent 1's first action; and the
+    target nets equal the online nets exactly at the first update after every C-th episode (App. B), not between."""
+    cfg = dataclasses.replace(TINY, arms=("qmix",), episodes=24, batch_size=4, buffer_episodes=24, target_update=5,
+                              eval_every=24)
+    episodes, same = [], []
+    real_add, real_update = qmix.EpisodeReplay.add, qmix.qmix_update
+
+    def spy_add(self, episode):
+        episodes.append({k: np.array(v) for k, v in episode.items()})
+        real_add(self, episode)
+
+    def spy_update(kind, agent, mixer, t_agent, t_mixer, *args, **kwargs):
+        nets = [(agent, t_agent), (mixer, t_mixer)]
+        same.append(all(torch.equal(p, q) for a, b in nets for p, q in zip(a.parameters(), b.parameters())))
+        return real_update(kind, agent, mixer, t_agent, t_mixer, *args, **kwargs)
+
+    monkeypatch.setattr(qmix.EpisodeReplay, "add", spy_add)
+    monkeypatch.setattr(qmix, "qmix_update", spy_update)
+    _train(cfg, tmp_path)
+    assert len(episodes) == 24
+    payoff = {0: np.full((2, 2), 7.0), 1: np.array([[0.0, 1.0], [1.0, 8.0]])}
+    for ep in episodes:
+        (u1, _), (v1, v2) = ep["actions"]
+        assert ep["reward"].tolist() == [0.0, payoff[int(u1)][v1, v2]]  # the team sum, not a per-agent share
+        assert ep["state"].tolist() == [[1, 0, 0], np.eye(3)[1 + int(u1)].tolist(), [0, 0, 0]]
+        assert ep["terminated"].tolist() == [0.0, 1.0] and ep["mask"].tolist() == [1.0, 1.0]
+    # updates run from episode index 3 (batch_size 4); the copy follows episodes 4, 9, 14, 19 (ep + 1 = 5, 10, ...)
+    ep_of_call = list(range(3, 24))
+    assert same == [ep == 3 or ep % 5 == 0 for ep in ep_of_call]

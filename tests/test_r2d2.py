@@ -358,3 +358,50 @@ def test_smoke_train_returns_every_arm_and_claim_metric(tmp_path):
     assert m["r2d2_minus_zero/dq"] == pytest.approx(m["r2d2/dq"] - m["zero/dq"])
     assert "ff/dq" not in m
     assert [c["metric"] for c in summary["claims"]] == [c.metric for c in r2d2.CLAIMS["quick"]]
+
+
+def test_q_discrepancy_by_hand():
+    """§3: Delta Q = ||q_hat - q||_2 / |max_j q_j|, normalised by the true state's Q, not the replayed one's."""
+    q_hat = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    q_true = torch.tensor([[0.0, 4.0], [-2.0, -5.0]])
+    want = torch.tensor([math.sqrt(1 + 4) / 4.0, math.sqrt(25 + 16) / 2.0])
+    torch.testing.assert_close(r2d2.q_discrepancy(q_hat, q_true), want)
+
+
+def test_target_network_is_the_online_network_of_the_last_multiple_of_target_update(tmp_path, monkeypatch):
+    """Spy on the loss: at update u + 1 (u = 0, 1, ...) the target holds the online weights after 10 (u // 10)
+    updates, i.e. those the online net had at call 10 (u // 10)."""
+    seen = []
+    real = r2d2.r2d2_loss
+
+    def spy(online, target, *args, **kwargs):
+        seen.append(([p.detach().clone() for p in online.parameters()],
+                     [p.detach().clone() for p in target.parameters()]))
+        return real(online, target, *args, **kwargs)
+
+    monkeypatch.setattr(r2d2, "r2d2_loss", spy)
+    cfg = replace(SMALL, total_steps=320, eval_every=0, arms=("r2d2",))
+    with Run(tmp_path, "r2d2", 5, cfg, progress=False, tensorboard=False) as run:
+        out = r2d2.train_arm("r2d2", cfg, run, None, lambda s: None)
+    assert out["updates"] == len(seen) == (320 - 200) // 4 > 20
+    for u, (_, target) in enumerate(seen):
+        online = seen[10 * (u // 10)][0]
+        assert all(torch.equal(a, b) for a, b in zip(target, online)), f"update {u + 1}"
+    assert not all(torch.equal(a, b) for a, b in zip(seen[0][0], seen[-1][0]))  # the online net did move
+
+
+def test_new_sequences_enter_with_the_largest_priority_seen_and_a_ring_overwrites_the_oldest():
+    cfg = replace(SMALL, capacity=3, alpha=0.7)
+    replay = r2d2.SequenceReplay(cfg, 2)
+    seq = {"obs": np.zeros((7, 2)), "actions": np.zeros(6), "rewards": np.zeros(6), "length": 6, "terminated": False,
+           "start": 0, "h0": np.zeros(6), "c0": np.zeros(6), "probe": False}
+    replay.add(seq)
+    assert replay.tree.leaves[0] == pytest.approx(1.0)  # nothing seen yet: priority 1
+    replay.update(np.array([0]), np.array([5.0]))
+    replay.add({**seq, "start": 1})
+    assert replay.tree.leaves[1] == pytest.approx(5.0**0.7)  # the largest priority seen, to the alpha
+    replay.update(np.array([0, 1]), np.array([0.5, 2.0]))
+    replay.add({**seq, "start": 2})
+    replay.add({**seq, "start": 3})  # capacity 3: slot 0 rewritten
+    assert replay.size == 3 and list(replay.data["start"]) == [3, 1, 2]
+    np.testing.assert_allclose(replay.tree.leaves[:3], [5.0**0.7, 2.0**0.7, 5.0**0.7])  # max stays 5, not 2

@@ -286,3 +286,28 @@ def test_ray_mode_kill_restarts_the_actor_and_recollects_without_double_counting
     with Run(tmp_path / "local", "ray-distributed", 4, cfg, progress=False, tensorboard=False) as run:
         local = rd.train_ppo_arm(replace(cfg, mode="local"), run, None, lambda s: None)
     assert local["episodes"] == out["episodes"]  # synchronous PPO: ray mode, kill and restart included, is local mode
+
+
+def test_ppo_update_u_is_given_progress_u_over_n(tmp_path, monkeypatch):
+    """Paper 11's annealing reads the fraction of training done before the update: u / n for u = 0 ... n - 1."""
+    progress = []
+    real = rd.ppo_learner_step
+
+    def step(update, rollouts, p, rng):
+        progress.append(p)
+        return real(update, rollouts, p, rng)
+
+    monkeypatch.setattr(rd, "ppo_learner_step", step)
+    cfg = replace(TINY, kill_actor_at=0.0, ppo_steps=4 * TINY.ppo_actors * TINY.ppo_envs_per_actor * TINY.ppo_rollout)
+    with Run(tmp_path, "ray-distributed", 4, cfg, progress=False, tensorboard=False) as run:
+        rd.train_ppo_arm(cfg, run, None, lambda s: None)
+    assert progress == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_acting_actor_episode_returns_are_the_sums_of_their_stored_rewards():
+    replay = rd.ReplayActor(500, 3, 1, seed=0)
+    actor = rd.ActingActor("Pendulum-v1", (8,), 2, replay, 0)
+    weights = rd.numpy_weights(sac.SquashedGaussianActor(3, 1, (8,)))
+    episodes = actor.act(250, weights, 0, True)["episodes"] + actor.act(200, weights, 0, False)["episodes"]
+    rewards = replay.data["reward"][:450].astype(np.float64)
+    assert episodes == pytest.approx([rewards[:200].sum(), rewards[200:400].sum()], rel=1e-5)  # 200-step episodes

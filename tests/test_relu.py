@@ -192,3 +192,33 @@ def test_dataset_key_picks_the_loader(monkeypatch):
     xtr, ytr, xte, yte = relu._mnist(cfg, torch.device("cpu"))
     assert xtr.shape == (20, 784) and xte.shape == (10, 784)
     np.testing.assert_allclose(xte.numpy(), fake("test")[0][:10].reshape(10, -1) / 255.0, rtol=1e-6)
+
+
+def test_steps_to_target_means_only_the_steps_so_far_before_a_full_window():
+    # window 5, losses 2, 1, 0: the means so far are 2, 1.5, 1.0 (not 0.4, 0.6, 0.6 over a window of 5)
+    assert relu.steps_to_target([2.0, 1.0, 0.0], 1.0, 5) == 3
+    assert relu.steps_to_target([1.0] * 6, 0.5, 4) == 0  # a constant 1 never averages down to 0.5
+
+
+def _fake_mnist(split):
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    y = rng.integers(0, 10, 128)
+    x = rng.integers(0, 40, (128, 28, 28)).astype(np.uint8)
+    x[np.arange(128), y, :] = 255  # a learnable signal: the label's row is bright
+    return x, y
+
+
+def test_train_reports_the_paired_comparisons(tmp_path, monkeypatch):
+    # steps_to_target stubbed to fixed answers, in the order `train` asks (sigmoid, tanh, relu): 2, never, 1.
+    monkeypatch.setattr(vision, "load_mnist", _fake_mnist)
+    answers = iter([2, 0, 1])
+    monkeypatch.setattr(relu, "steps_to_target", lambda losses, target, window: next(answers))
+    cfg = replace(TINY, hidden=(8,), train_limit=0, test_limit=128, epochs=1, batch=64)  # 2 steps in all
+    m = _run(tmp_path, "a", cfg=cfg)
+    # never reached: counted one step past the end (2 + 1), so the speedup over it is a lower bound
+    assert [m[f"{a}/steps_to_target"] for a in cfg.activations] == [2.0, 3.0, 1.0]
+    assert [m[f"{a}/reached_target"] for a in cfg.activations] == [1.0, 0.0, 1.0]
+    assert m["speedup/relu_vs_sigmoid"] == pytest.approx(2.0) and m["speedup/relu_vs_tanh"] == pytest.approx(3.0)
+    for other in ("sigmoid", "tanh"):
+        assert m[f"test_error/{other}_minus_relu"] == pytest.approx(m[f"{other}/test_error"] - m["relu/test_error"])
+    assert m["test_error/sigmoid_minus_relu"] != 0.0 or m["test_error/tanh_minus_relu"] != 0.0  # not vacuous

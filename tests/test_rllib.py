@@ -238,3 +238,34 @@ def test_reproduce_all_skips_the_comparison_where_rllib_is_missing(monkeypatch, 
     code = cli.main(["reproduce", "--all", "--quiet", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 0 and "SKIP 20 rllib: paper 20 (rllib) needs ray.rllib" in err and "make rllib" in err
+
+
+def test_impala_thresholds_and_ppo_envs_per_runner_map_to_their_own_keys():
+    """rho_bar and pg_rho_bar set apart (the quick preset has both at 1, where a swap is invisible); PPO's N envs are
+    split over remote EnvRunners, N / runners each."""
+    got = rllib_config(Config(algo="impala", ours=("rho_bar=1.3", "pg_rho_bar=0.7")))["training"]
+    assert (got["vtrace_clip_rho_threshold"], got["vtrace_clip_pg_rho_threshold"]) == (1.3, 0.7)
+    runners = rllib_config(Config(num_env_runners=2))["env_runners"]  # ours: N = 8 envs
+    assert runners == {"num_env_runners": 2, "num_envs_per_env_runner": 4, "rollout_fragment_length": 64}
+    assert rllib_config(Config(ours=("anneal_lr=false",)))["training"]["lr"] == 1e-3
+
+
+def test_our_arm_stops_at_an_evaluation_equal_to_the_target_or_past_the_wall_time(tmp_path):
+    run = Run(tmp_path, "rllib", 0, None, progress=False, tensorboard=False)
+    watch = rllib.Stopwatch()
+    arm = rllib._ArmRun(run, watch, "ppo/eval_return", Config(target_return=200.0))
+    arm.log({"ppo/eval_return": 199.0}, step=512)  # below: goes on
+    with pytest.raises(rllib._Reached):
+        arm.log({"ppo/eval_return": 200.0}, step=1024)  # at the target: stops
+    assert watch.evals[0][:2] == [512, 199.0] and watch.evals[1][:2] == [1024, 200.0]
+    late = rllib._ArmRun(run, rllib.Stopwatch(), "ppo/eval_return", Config(target_return=1e9, max_seconds=1e-9))
+    with pytest.raises(rllib._Reached):
+        late.log({"ppo/loss": 0.0}, step=10)  # past max_seconds: stops, whatever the return
+
+
+def test_best_eval_return_is_the_highest_evaluation(monkeypatch, tmp_path):
+    arm = {"evals": [[100, 50.0, 1.0], [200, 300.0, 2.0], [300, 120.0, 3.0]], "steps": 300, "seconds": 3.0}
+    monkeypatch.setattr(rllib, "train_ours", lambda cfg, run: arm)
+    m = rllib.train(Config(arms=("ours",)), Run(tmp_path, "rllib", 0, None, progress=False, tensorboard=False))
+    assert m["ours/best_eval_return"] == 300.0 and m["ours/eval_return"] == 120.0
+    assert m["ours/steps_per_second"] == pytest.approx(100.0)

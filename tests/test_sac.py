@@ -243,3 +243,70 @@ def test_optimizer_state_from_a_graph_run_loads_on_a_cpu():
         (p**2).sum().backward()
         opt.step()  # a CPU Adam left capturable=True would refuse this step
     assert torch.equal(w, w2)
+
+
+def test_actor_clamps_log_std_to_the_authors_range():
+    """log sigma is clamped to [-20, 2] (the authors' code); the mean is not."""
+    actor = sac.SquashedGaussianActor(3, 2, (8,))
+    with torch.no_grad():
+        actor.head.weight.zero_()
+        actor.head.bias.copy_(torch.tensor([0.1, -7.0, 5.0, -40.0]))  # (mean_1, mean_2, log_std_1, log_std_2)
+    mean, log_std = actor(torch.randn(4, 3))
+    assert torch.allclose(mean, torch.tensor([0.1, -7.0]).expand(4, 2))
+    assert torch.equal(log_std, torch.tensor([2.0, -20.0]).expand(4, 2))
+
+
+def test_deterministic_policy_is_tanh_of_the_mean_in_env_units():
+    """policy(obs) = low + (tanh(mean) + 1) / 2 (high - low); a sample lies in [low, high]."""
+    actor = sac.SquashedGaussianActor(3, 2, (8,))
+    with torch.no_grad():
+        actor.head.weight.zero_()
+        actor.head.bias.copy_(torch.tensor([0.3, -1.5, -1.0, -1.0]))
+    low, high = np.array([-2.0, 0.0], dtype=np.float32), np.array([2.0, 1.0], dtype=np.float32)
+    policy = sac.SquashedGaussianPolicy(actor, low, high)
+    want = low + (np.tanh([0.3, -1.5]) + 1) / 2 * (high - low)
+    np.testing.assert_allclose(policy(np.zeros(3, dtype=np.float32)), want, rtol=1e-6, atol=1e-6)
+    torch.manual_seed(0)
+    draws = np.array([policy(np.zeros(3, dtype=np.float32), deterministic=False) for _ in range(200)])
+    assert np.all(draws >= low) and np.all(draws <= high) and draws.std(0).min() > 0.01
+
+
+def test_default_target_entropy_is_minus_the_action_dimension(monkeypatch):
+    """v2 §5: H_target = -dim(A) unless set (Pendulum: dim(A) = 1), passed to every update."""
+    seen = []
+    real = sac.sac_update
+
+    def recording(agent, batch, cfg, target_entropy):
+        seen.append(target_entropy)
+        return real(agent, batch, cfg, target_entropy)
+
+    monkeypatch.setattr(sac, "sac_update", recording)
+    cfg = dataclasses.replace(sac.PRESETS["quick"], total_steps=30, start_steps=25, batch_size=8, hidden=(8, 8))
+    sac.train_sac(lambda: make_env("Pendulum-v1"), cfg, seed=0)
+    assert seen == [-1.0] * 5
+    seen.clear()
+    sac.train_sac(lambda: make_env("Pendulum-v1"), dataclasses.replace(cfg, target_entropy=-0.25), seed=0)
+    assert seen == [-0.25] * 5
+
+
+def test_train_sac_collects_with_samples_and_evaluates_with_tanh_of_the_mean(monkeypatch):
+    """The loop's `act(obs, explore)`: a sample of pi while collecting, the deterministic tanh(mean) otherwise."""
+    captured = {}
+
+    def fake_loop(env, cfg, act, update, stateful, **kwargs):
+        captured.update(act=act, agent=stateful["agent"])
+        env.close()
+
+    monkeypatch.setattr(sac, "offpolicy_loop", fake_loop)
+    cfg = dataclasses.replace(sac.PRESETS["quick"], hidden=(8, 8))
+    sac.train_sac(lambda: make_env("Pendulum-v1"), cfg, seed=0)
+    act, agent = captured["act"], captured["agent"]
+    with torch.no_grad():
+        agent.actor.head.weight.zero_()
+        agent.actor.head.bias.copy_(torch.tensor([0.4, -1.0]))  # mean 0.4, log sigma -1
+    obs = np.zeros(3, dtype=np.float32)
+    np.testing.assert_allclose(act(obs, False), [np.tanh(0.4)], rtol=1e-6)
+    torch.manual_seed(0)
+    draws = np.array([act(obs, True)[0] for _ in range(2000)])
+    u = np.arctanh(draws)  # pre-tanh samples: N(0.4, e^-2)
+    assert u.mean() == pytest.approx(0.4, abs=0.02) and u.std() == pytest.approx(np.exp(-1.0), rel=0.05)

@@ -297,3 +297,74 @@ def test_ray_and_local_servers_give_the_same_actions_and_logs():
     for i in range(3):
         plain.submit(request(i, obs[i]))
         np.testing.assert_array_equal(plain.flush()[i], from_ray[i])
+
+
+def test_the_timeout_runs_from_the_batchs_first_request_not_its_last():
+    """§3: a batch that does not fill runs `timeout` after its first request; a later request does not restart the
+    clock (it would run at 0.6 + 1.0 s here, not 1.0 s). The margins leave 0.45 s for a loaded machine."""
+    obs = np.random.default_rng(1).normal(size=(3, 1, 4)).astype(np.float32)
+
+    async def scenario():
+        server = seed_rl.RayInferenceServer(1.0, None, 3, 1, 4, 5, 3, SEED)
+        await server.set_weights(_actors.policy_weights(sharp_net()), 0)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        first = asyncio.ensure_future(server.infer(request(0, obs[0])))
+        await asyncio.sleep(0.6)
+        second = asyncio.ensure_future(server.infer(request(1, obs[1])))
+        await asyncio.gather(first, second)
+        return server, loop.time() - t0
+
+    server, waited = asyncio.run(scenario())
+    assert server.core.flushes == [[0, 1]]  # one batch of two, run by the timeout
+    assert 0.98 <= waited < 1.45
+
+
+def test_an_unroll_carries_its_oldest_policy_version_and_the_oldest_unrolls_go_first():
+    """An unroll played partly under update 4's policy and partly under 5's has version 4 (the lag is counted from
+    its stalest step); with several unrolls ready the learner takes them oldest first."""
+    server = seed_rl.InferenceServer(2, 1, 4, 3, 1, SEED)
+    weights = _actors.policy_weights(sharp_net())
+    obs = np.zeros((1, 4), np.float32)
+    for t in range(4):  # steps 0, 1, 2 logged; the 4th request completes the unroll of 3 steps
+        server.set_weights(weights, 4 if t == 0 else 5)
+        for actor in (0, 1):
+            server.submit(request(actor, obs))
+            server.flush()
+    assert [u["version"] for u in server.ready] == [4, 4]
+    assert [u["actor"] for u in server.take(1)] == [0] and [u["actor"] for u in server.take(1)] == [1]
+
+
+def test_the_learning_rate_is_annealed_linearly_to_zero(tmp_path, monkeypatch):
+    rates = []
+    real = impala.learner_step
+
+    def spy(net, opt, batch, cfg, correction):
+        rates.append(opt.param_groups[0]["lr"])
+        return real(net, opt, batch, cfg, correction)
+
+    monkeypatch.setattr(impala, "learner_step", spy)
+    cfg = replace(TINY, total_steps=4 * TINY.steps_per_update, eval_every=0, lr=0.02)
+    with Run(tmp_path, "seed-rl", SEED, cfg, progress=False, tensorboard=False) as run:
+        seed_rl.train_learner(cfg, run, None, lambda state: None)
+    assert rates == pytest.approx([0.02, 0.015, 0.01, 0.005])  # lr (1 - u / n), u = 0 ... n - 1
+
+
+def test_each_step_is_logged_with_the_reward_and_done_its_next_request_brings():
+    """§3's log order with rewards that differ (CartPole's are all 1): request k brings the outcome of step k - 1;
+    the unroll of T = 3 holds obs 0..3 (obs 3: the bootstrap, and the next unroll's first), rewards r_0, r_1, r_2."""
+    server = seed_rl.InferenceServer(1, 1, 4, 3, 1, SEED)
+    server.set_weights(_actors.policy_weights(sharp_net()), 0)
+    for k in range(7):
+        req = request(0, np.full((1, 4), float(k), np.float32))
+        req["reward"][:] = 10.0 * k  # the reward of step k - 1 (ignored for the very first request)
+        req["terminated"][:] = k == 2  # step 1 ended its episode
+        server.submit(req)
+        server.flush()
+    first, second = server.ready
+    np.testing.assert_array_equal(first["obs"][:, 0, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(first["rewards"][:, 0], [10, 20, 30])
+    np.testing.assert_array_equal(first["terminated"][:, 0], [False, True, False])
+    np.testing.assert_array_equal(second["obs"][:, 0, 0], [3, 4, 5, 6])
+    np.testing.assert_array_equal(second["rewards"][:, 0], [40, 50, 60])
+    assert first["episodes"] == [30.0] and second["episodes"] == []  # r_0 + r_1 ended at step 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -134,3 +135,33 @@ def test_smoke_run_reports_the_overestimation_metrics_of_all_three_agents(tmp_pa
     assert claim["arms"] == {"overest/cdq_bias": m["overest/cdq_bias"], "overest/ddpg_bias": m["overest/ddpg_bias"]}
     run_dir = next((tmp_path / "td3").iterdir())
     assert (run_dir / "plots" / "q_vs_return.png").exists()
+
+
+def test_each_arm_gets_its_critic_count_and_the_same_initial_draws(monkeypatch):
+    """train_arm: TD3 and CDQ-only build twin critics, the DDPG-style agent one; every agent's nets come from
+    the same seeded draws (paired arms), and its update runs with that arm's own config."""
+    built, updates = [], []
+    real_make_nets = td3.make_nets
+
+    def recording_make_nets(*args, **kwargs):
+        built.append(real_make_nets(*args, **kwargs))
+        return built[-1]
+
+    def fake_loop(env, cfg, act, update, stateful, **kwargs):
+        updates.append(cfg)
+        env.close()
+        return 0.0
+
+    monkeypatch.setattr(td3, "make_nets", recording_make_nets)
+    monkeypatch.setattr(td3, "offpolicy_loop", fake_loop)
+    run = SimpleNamespace(seed=3, device="cpu")
+    cfg = dataclasses.replace(CFG, hidden=(8, 8))
+    for tag, arm_cfg in td3.arms(cfg):
+        torch.rand(5)  # whatever was drawn before (another agent's training) must not matter
+        td3.train_arm(arm_cfg, run, tag, None, {})
+    assert [n.critic.members for n in built] == [2, 2, 1]
+    assert updates == [c for _, c in td3.arms(cfg)]
+    for nets in built[1:]:
+        for p, q in zip(nets.actor.parameters(), built[0].actor.parameters()):
+            assert torch.equal(p, q)
+    assert torch.equal(built[1].critic.weights[0], built[0].critic.weights[0])

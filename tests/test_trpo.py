@@ -216,3 +216,67 @@ def test_line_search_keeps_the_old_policy_when_the_surrogate_falls(monkeypatch):
     info = trpo_step(model, obs, actions, old_logp, adv, max_kl=0.01, damping=0.1, cg_iters=10, backtracks=15)
     assert info["step_frac"] == 0.0
     assert torch.equal(torch.cat([p.detach().reshape(-1) for p in model.policy_parameters()]), theta)
+
+
+# ---- Gaussian policies (Box actions): sums over action dimensions, and the Fisher of mean and log std ---------
+def tiny_gaussian_policy():
+    model = ActorCritic(3, gymnasium.spaces.Box(-1, 1, (2,)), hidden=(4,), seed=1).double()
+    with torch.no_grad():
+        model.pi_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(2))
+        model.log_std.copy_(torch.tensor([-0.3, 0.2]))
+    obs = torch.tensor(np.random.default_rng(3).normal(size=(5, 3)))
+    return model, obs
+
+
+def test_gaussian_log_prob_and_kl_sum_over_action_dimensions():
+    model, obs = tiny_gaussian_policy()
+    d = model.dist(obs)
+    mu, sd = d.loc.detach().numpy(), d.scale.detach().numpy()
+    a = torch.tensor(np.random.default_rng(6).normal(size=(5, 2)))
+    z = (a.numpy() - mu) / sd
+    want = (-0.5 * z**2 - np.log(sd) - 0.5 * np.log(2 * np.pi)).sum(-1)  # log N(a; mu, diag sd^2)
+    np.testing.assert_allclose(trpo.log_prob(d, a).detach().numpy(), want, rtol=1e-10)
+    mu2, sd2 = mu + 0.3, sd * np.array([1.5, 0.7])
+    other = torch.distributions.Normal(torch.tensor(mu2), torch.tensor(sd2))
+    kl = (np.log(sd2 / sd) + (sd**2 + (mu - mu2) ** 2) / (2 * sd2**2) - 0.5).sum(-1).mean()  # closed form
+    assert mean_kl(trpo.detach(d), other).item() == pytest.approx(kl, rel=1e-10)
+
+
+def test_fisher_vector_product_of_a_gaussian_policy_matches_the_explicit_fisher():
+    """For N(mu_theta(s), diag sigma^2) with a state-independent log sigma the Fisher is block-diagonal:
+    E_s[J_mu^T diag(1/sigma^2) J_mu] for the mean's parameters and 2 I for log sigma (Appendix C's F)."""
+    model, obs = tiny_gaussian_policy()
+    params = model.policy_parameters()
+    n = sum(p.numel() for p in params)
+    sigma2 = model.log_std.detach().exp() ** 2
+    F = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(len(obs)):
+        mu = model.dist(obs[i:i + 1]).loc[0]
+        for j in range(2):
+            gs = torch.autograd.grad(mu[j], params, retain_graph=True, allow_unused=True)
+            g = torch.cat([(torch.zeros_like(p) if x is None else x).reshape(-1) for p, x in zip(params, gs)])
+            F += torch.outer(g, g) / sigma2[j] / len(obs)
+    F[-2:, -2:] += 2.0 * torch.eye(2, dtype=torch.float64)  # log_std is the last parameter
+    v = torch.tensor(np.random.default_rng(4).normal(size=n))
+    Fv = fisher_vector_product(lambda: model.dist(obs), params, v, damping=0.05)
+    np.testing.assert_allclose(Fv.numpy(), (F @ v + 0.05 * v).numpy(), rtol=1e-6, atol=1e-10)
+
+
+def test_value_regression_targets_are_the_discounted_returns(monkeypatch):
+    """V's step with SGD (Adam's first step is lr * sign(grad), blind to the target's size): one full-batch step on
+    0.5 mean (V(s) - R)^2 with R the discounted returns by definition, whatever the policy step did."""
+    model, _ = tiny_policy()
+    ro = rollout_for(model)
+    monkeypatch.setattr(trpo, "trpo_step", lambda *a, **k: {"kl": 0.0, "improvement": 0.0, "step_frac": 0.0})
+    cfg = dataclasses.replace(trpo.PRESETS["quick"], gamma=0.9, vf_epochs=1, vf_minibatch=1000)
+    vparams = [*model.v_body.parameters(), *model.v_head.parameters()]
+    probe = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(4,), seed=1).double()
+    probe.load_state_dict(model.state_dict())
+    trpo.make_update(model, torch.optim.SGD(vparams, lr=0.1), cfg)(ro, 0.0, np.random.default_rng(0))
+    R = torch.as_tensor(naive_returns(ro, cfg.gamma).reshape(-1))
+    obs = torch.as_tensor(ro["obs"].reshape(-1, 3))
+    loss = 0.5 * (probe.value(obs) - R).pow(2).mean()
+    pparams = [*probe.v_body.parameters(), *probe.v_head.parameters()]
+    grads = torch.autograd.grad(loss, pparams)
+    for p, p0, g in zip(vparams, pparams, grads):
+        torch.testing.assert_close(p.detach(), p0.detach() - 0.1 * g, rtol=1e-7, atol=1e-10)

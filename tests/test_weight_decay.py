@@ -276,3 +276,47 @@ def test_mid_epoch_stop_resumes_to_the_uninterrupted_result(tmp_path):
     assert _run(tmp_path, "b") == m1
     rows = [(tmp_path / d / "metrics.jsonl").read_text() for d in "ab"]
     assert rows[0] == rows[1]
+
+
+# ---- the two MNIST arms and the claim metrics derived from them ---------------------------------------------
+def _arms_run(tmp_path, name, monkeypatch, decay):
+    def fake(split):
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        return rng.integers(0, 255, (40, 28, 28)).astype(np.uint8), rng.integers(0, 10, 40)
+
+    monkeypatch.setattr(vision, "load_mnist", fake)
+    cfg = replace(TINY, mnist_train=40, mnist_test=40, hidden=8, epochs=2, eval_every=1, batch=20, decay=decay)
+    torch.manual_seed(0)
+    with Run(tmp_path / name, "weight-decay", 0, cfg, progress=False, tensorboard=False) as run:
+        final = wd.mnist_experiment(cfg, run, None)
+        norms = {a: run.history(f"{a}/weight_norm")[1] for a in ("plain", "decay")}
+    return final, norms
+
+
+def test_mnist_arms_and_their_derived_metrics(tmp_path, monkeypatch):
+    # lambda = 0 for the decay arm: the same initial weights and minibatches make the two arms identical.
+    final0, norms0 = _arms_run(tmp_path, "zero", monkeypatch, 0.0)
+    assert norms0["plain"] == norms0["decay"]
+    assert final0["mnist/plain_test_error"] == final0["mnist/decay_test_error"]
+    assert final0["mnist/plain_train_error"] == final0["mnist/decay_train_error"]
+    # lambda = 0.5: every step shrinks the weights by (1 - lr lambda) = 0.975, the decay arm ends shorter.
+    final, norms = _arms_run(tmp_path, "decay", monkeypatch, 0.5)
+    assert all(d < 0.97 * p for p, d in zip(norms["plain"], norms["decay"]))
+    gap = {a: final[f"mnist/{a}_test_error"] - final[f"mnist/{a}_train_error"] for a in ("plain", "decay")}
+    assert final["mnist/plain_gap"] == pytest.approx(gap["plain"])
+    assert final["mnist/decay_gap"] == pytest.approx(gap["decay"])
+    assert final["mnist/gap_reduction"] == pytest.approx(gap["plain"] - gap["decay"])
+    assert final["mnist/test_error_reduction"] == pytest.approx(final["mnist/plain_test_error"]
+                                                                - final["mnist/decay_test_error"])
+
+
+def test_linear_best_is_interior_only_inside_the_sweep():
+    # sigma^2 / s^2 = 0.5: a sweep over [1e-2, 1e2] has its best point inside, one over [10, 1e3] at its first end.
+    base = replace(TINY, lin_inputs=40, lin_trials=40, lin_points=9, lin_noise=0.5, lin_teacher_var=1.0)
+    inside, lams, F = wd.linear_experiment(replace(base, lin_lambda_min=1e-2, lin_lambda_max=1e2),
+                                           np.random.default_rng(0))
+    assert inside["linear/best_is_interior"] == 1.0 and 0 < int(np.argmin(F)) < len(lams) - 1
+    edge, lams, F = wd.linear_experiment(replace(base, lin_lambda_min=10.0, lin_lambda_max=1e3),
+                                         np.random.default_rng(0))
+    assert int(np.argmin(F)) == 0 and edge["linear/best_is_interior"] == 0.0
+    assert edge["linear/best_lambda"] == pytest.approx(10.0)
