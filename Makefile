@@ -28,7 +28,7 @@ faults: $(STAMP)
 	$(BIN)/python faults/run.py $(PAPERS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks faults
 
 # RLlib (paper 20's peer) pins its own gymnasium, so it gets its own venv; never install it into .venv
 RLLIB_VENV ?= .venv-rllib

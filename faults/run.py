@@ -27,9 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "faults"
@@ -144,7 +145,8 @@ def run(faults: list[Fault], baseline: bool = True, log=print) -> list[dict]:
                 rc, out, secs = _pytest(tree, f.tests, f.pytest_args, f.timeout)
                 verdict = {0: "SURVIVED", 1: "caught"}.get(rc, "error")
             caught_by = _first_failure(out) if rc == 1 else ""
-            detail = caught_by or ("" if rc in (0, 1) else out.strip().splitlines()[-1:] and out.strip().splitlines()[-1])
+            last = (out.strip().splitlines() or [""])[-1]
+            detail = caught_by or ("" if rc in (0, 1) else last)
             log(f"{verdict:>9}  {f.slug}: {f.name}  ({secs:.0f} s){'  ' + detail if detail else ''}")
             results.append({"slug": f.slug, "fault": f.name, "file": f.file, "verdict": verdict,
                             "caught_by": caught_by, "seconds": round(secs, 1)})
