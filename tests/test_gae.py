@@ -75,7 +75,8 @@ def test_gae_matches_the_explicit_sum(lam):
 
 
 class Counter(gymnasium.Env):
-    """obs = [t]; reward 1; truncated after 3 steps (never terminates)."""
+    """obs = [steps since reset]; reward 1; truncated after 3 steps, never terminated: the obs at rollout step t is
+    t mod 3, the true next state (t mod 3) + 1, every episode returns 3 (also used by tests/test_onpolicy.py)."""
 
     observation_space = gymnasium.spaces.Box(-100, 100, (1,), np.float32)
     action_space = gymnasium.spaces.Discrete(2)

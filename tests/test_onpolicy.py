@@ -9,10 +9,10 @@ import os
 import signal
 import types
 
-import gymnasium
 import numpy as np
 import pytest
 import torch
+from test_gae import Counter  # obs = steps since reset, truncated after 3 steps
 
 from seminal.core.errors import Interrupted
 from seminal.core.run import Run
@@ -54,23 +54,6 @@ def test_ctrl_c_checkpoints_within_one_update_and_resumes_exactly(tmp_path):
         resumed = a2c.train(cfg, run)
         assert run.history("a2c/loss")[1][-1] == straight_loss  # the last update's loss, bit for bit
     assert resumed["eval/return"] == straight["eval/return"] and np.isfinite(resumed["eval/return"])
-
-
-class Counter(gymnasium.Env):
-    """obs = [steps since reset]; reward 1; truncated after 3 steps, never terminated: the obs at rollout step t is
-    t mod 3, the true next state (t mod 3) + 1, every episode returns 3."""
-
-    observation_space = gymnasium.spaces.Box(-100, 100, (1,), np.float32)
-    action_space = gymnasium.spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.array([0.0], np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.array([float(self.t)], np.float32), 1.0, False, self.t >= 3, {}
 
 
 def _counter_actor():
