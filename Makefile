@@ -24,8 +24,9 @@ test: $(STAMP)
 
 # inject each catalogued fault (faults/<slug>.toml) into a copy of src/ and check that its tests fail
 PAPERS ?=
+FAULT_JOBS ?= 2
 faults: $(STAMP)
-	$(BIN)/python faults/run.py $(PAPERS)
+	SEMINAL_THREADS=1 $(BIN)/python faults/run.py --jobs $(FAULT_JOBS) $(PAPERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks faults

@@ -11,6 +11,7 @@ selection that already fails would make every fault look caught.
     python faults/run.py dqn ppo       # two papers
     python faults/run.py dqn --list    # what would be injected, without running
     python faults/run.py dqn -k huber  # only the faults whose name says "huber"
+    python faults/run.py --jobs 2      # two faults at a time (each test run is one process)
 
 The source is copied (only `src/`) into a temporary folder and put first on PYTHONPATH, so the checkout is never
 modified and an editable install of seminal is shadowed. Exit status: 0 when every fault is caught, 1 otherwise.
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,38 +121,63 @@ def _first_failure(output: str) -> str:
     return m.group(1).split("::", 1)[-1] if m else ""
 
 
-def run(faults: list[Fault], baseline: bool = True, log=print) -> list[dict]:
-    results = []
+def run(faults: list[Fault], baseline: bool = True, log=print, jobs: int = 1) -> list[dict]:
+    """Verdicts in catalogue order; `jobs` faults at a time, each in its own copy of src/."""
     with tempfile.TemporaryDirectory(prefix="seminal-faults-") as tmp:
-        tree = Path(tmp) / "tree"
-        _copy_src(tree)
-        probe = subprocess.run([sys.executable, "-c", "import seminal; print(seminal.__file__)"],
-                               env=dict(os.environ, PYTHONPATH=str(tree / "src")), capture_output=True, text=True)
-        if not probe.stdout.startswith(str(tree)):
-            raise CatalogueError(f"the copy does not shadow the installed seminal ({probe.stdout.strip()})")
-        failing = set()
-        if baseline:
-            for key in dict.fromkeys((tuple(f.tests), tuple(f.pytest_args), f.timeout) for f in faults):
-                rc, out, secs = _pytest(tree, list(key[0]), list(key[1]), key[2])
-                if rc != 0:
-                    failing.add(key)
-                    log(f"baseline FAILS ({rc}) for {' '.join(key[0])}: {_first_failure(out) or out[-300:]}")
-        for f in faults:
-            key = (tuple(f.tests), tuple(f.pytest_args), f.timeout)
+        counter = iter(range(10**9))
+
+        def fresh_tree() -> Path:
+            tree = Path(tmp) / f"tree{next(counter)}"
             _copy_src(tree)
+            return tree
+
+        probe_tree = fresh_tree()
+        probe = subprocess.run([sys.executable, "-c", "import seminal; print(seminal.__file__)"],
+                               env=dict(os.environ, PYTHONPATH=str(probe_tree / "src")), capture_output=True,
+                               text=True)
+        if not probe.stdout.startswith(str(probe_tree)):
+            raise CatalogueError(f"the copy does not shadow the installed seminal ({probe.stdout.strip()})")
+        for f in faults:  # every fault must apply before anything runs
+            apply(f, probe_tree)
+            _copy_src(probe_tree)
+
+        def key(f: Fault) -> tuple:
+            return tuple(f.tests), tuple(f.pytest_args), f.timeout
+
+        def unbroken(k: tuple) -> tuple[tuple, int, str]:
+            tree = fresh_tree()
+            rc, out, _ = _pytest(tree, list(k[0]), list(k[1]), k[2])
+            shutil.rmtree(tree)
+            return k, rc, out
+
+        def broken(f: Fault) -> dict:
+            tree = fresh_tree()
             apply(f, tree)
-            if key in failing:
-                verdict, rc, out, secs = "baseline-fails", None, "", 0.0
-            else:
-                rc, out, secs = _pytest(tree, f.tests, f.pytest_args, f.timeout)
-                verdict = {0: "SURVIVED", 1: "caught"}.get(rc, "error")
+            rc, out, secs = _pytest(tree, f.tests, f.pytest_args, f.timeout)
+            shutil.rmtree(tree)
+            verdict = {0: "SURVIVED", 1: "caught"}.get(rc, "error")
             caught_by = _first_failure(out) if rc == 1 else ""
             last = (out.strip().splitlines() or [""])[-1]
             detail = caught_by or ("" if rc in (0, 1) else last)
             log(f"{verdict:>9}  {f.slug}: {f.name}  ({secs:.0f} s){'  ' + detail if detail else ''}")
-            results.append({"slug": f.slug, "fault": f.name, "file": f.file, "verdict": verdict,
-                            "caught_by": caught_by, "seconds": round(secs, 1)})
-    return results
+            return {"slug": f.slug, "fault": f.name, "file": f.file, "verdict": verdict, "caught_by": caught_by,
+                    "seconds": round(secs, 1)}
+
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            failing = set()
+            if baseline:
+                for k, rc, out in pool.map(unbroken, dict.fromkeys(key(f) for f in faults)):
+                    if rc != 0:
+                        failing.add(k)
+                        log(f"baseline FAILS ({rc}) for {' '.join(k[0])}: {_first_failure(out) or out[-300:]}")
+            for f in faults:
+                if key(f) in failing:
+                    log(f"baseline-fails  {f.slug}: {f.name}")
+            todo = [f for f in faults if key(f) not in failing]
+            done = dict(zip(map(id, todo), pool.map(broken, todo)))
+        return [done[id(f)] if id(f) in done else
+                {"slug": f.slug, "fault": f.name, "file": f.file, "verdict": "baseline-fails", "caught_by": "",
+                 "seconds": 0.0} for f in faults]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", dest="match", help="only the faults whose name contains this text (case-insensitive)")
     ap.add_argument("--list", action="store_true", help="print the faults and exit")
     ap.add_argument("--no-baseline", action="store_true", help="skip the run of each test selection unbroken")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="faults run at a time (each test run is one process)")
     ap.add_argument("--json", type=Path, help="write the verdicts there")
     args = ap.parse_args(argv)
     try:
@@ -172,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             for f in faults:
                 print(f"{f.slug}: {f.name}  [{f.file}] -> {' '.join(f.tests)}")
             return 0
-        results = run(faults, baseline=not args.no_baseline)
+        results = run(faults, baseline=not args.no_baseline, jobs=args.jobs)
     except CatalogueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
