@@ -238,15 +238,22 @@ def test_smoke_train_returns_every_arm(tmp_path):
     assert [c["metric"] for c in summary["claims"]] == ["lag/vtrace_minus_none_auc", "lag/vtrace_minus_is_auc"]
 
 
-def test_learning_rate_is_annealed_linearly_to_zero_over_the_updates(tmp_path, monkeypatch):
-    """The paper anneals the learning rate linearly to 0: update u (0-based) of n runs at lr (1 - u / n), by hand."""
+def spy_on_the_learners_lr(monkeypatch) -> list[float]:
+    """The learning rate of every `impala.learner_step` from now on (also used by tests/test_seed_rl.py)."""
     rates = []
     real = impala.learner_step
 
     def spy(net, opt, batch, cfg, correction):
         rates.append(opt.param_groups[0]["lr"])
         return real(net, opt, batch, cfg, correction)
+
     monkeypatch.setattr(impala, "learner_step", spy)
+    return rates
+
+
+def test_learning_rate_is_annealed_linearly_to_zero_over_the_updates(tmp_path, monkeypatch):
+    """The paper anneals the learning rate linearly to 0: update u (0-based) of n runs at lr (1 - u / n), by hand."""
+    rates = spy_on_the_learners_lr(monkeypatch)
     cfg = replace(TINY, total_steps=4 * TINY.steps_per_update, eval_every=0, lr=0.02)
     with Run(tmp_path, "impala", 5, cfg, progress=False, tensorboard=False) as run:
         impala.train_arm("impala", "vtrace", 0, cfg.total_steps, cfg, run, None, lambda s: None)

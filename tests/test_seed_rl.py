@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from test_impala import spy_on_the_learners_lr
 
 from seminal.core import runner
 from seminal.core.errors import SeminalError
@@ -336,14 +337,7 @@ def test_an_unroll_carries_its_oldest_policy_version_and_the_oldest_unrolls_go_f
 
 
 def test_the_learning_rate_is_annealed_linearly_to_zero(tmp_path, monkeypatch):
-    rates = []
-    real = impala.learner_step
-
-    def spy(net, opt, batch, cfg, correction):
-        rates.append(opt.param_groups[0]["lr"])
-        return real(net, opt, batch, cfg, correction)
-
-    monkeypatch.setattr(impala, "learner_step", spy)
+    rates = spy_on_the_learners_lr(monkeypatch)
     cfg = replace(TINY, total_steps=4 * TINY.steps_per_update, eval_every=0, lr=0.02)
     with Run(tmp_path, "seed-rl", SEED, cfg, progress=False, tensorboard=False) as run:
         seed_rl.train_learner(cfg, run, None, lambda state: None)
