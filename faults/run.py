@@ -20,6 +20,7 @@ modified and an editable install of seminal is shadowed. Exit status: 0 when eve
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -86,16 +87,20 @@ def catalogue(slugs: list[str] | None = None, root: Path = CATALOGUE) -> list[Fa
     return [f for p in paths for f in load(p)]
 
 
-def apply(fault: Fault, src_root: Path) -> None:
-    """Write the fault into the copy at `src_root` (the repo-relative `file` under it); exactly one match."""
-    path = src_root / fault.file
-    text = path.read_text()
+def injected(fault: Fault, root: Path = ROOT) -> str:
+    """The text of the fault's file under `root` with the fault written in; exactly one match."""
+    text = (root / fault.file).read_text()
     n = text.count(fault.find)
     if n != 1:
         raise CatalogueError(f"{fault.slug}: {fault.name!r}: `find` occurs {n} times in {fault.file} (need exactly 1)")
     if fault.find == fault.replace:
         raise CatalogueError(f"{fault.slug}: {fault.name!r}: `replace` equals `find`")
-    path.write_text(text.replace(fault.find, fault.replace))
+    return text.replace(fault.find, fault.replace)
+
+
+def apply(fault: Fault, src_root: Path) -> None:
+    """Write the fault into the copy at `src_root` (the repo-relative `file` under it)."""
+    (src_root / fault.file).write_text(injected(fault, src_root))
 
 
 def _pytest(tree: Path, tests: list[str], args: list[str], timeout: int) -> tuple[int, str, float]:
@@ -124,7 +129,7 @@ def _first_failure(output: str) -> str:
 def run(faults: list[Fault], baseline: bool = True, log=print, jobs: int = 1) -> list[dict]:
     """Verdicts in catalogue order; `jobs` faults at a time, each in its own copy of src/."""
     with tempfile.TemporaryDirectory(prefix="seminal-faults-") as tmp:
-        counter = iter(range(10**9))
+        counter = itertools.count()
 
         def fresh_tree() -> Path:
             tree = Path(tmp) / f"tree{next(counter)}"
@@ -138,8 +143,7 @@ def run(faults: list[Fault], baseline: bool = True, log=print, jobs: int = 1) ->
         if not probe.stdout.startswith(str(probe_tree)):
             raise CatalogueError(f"the copy does not shadow the installed seminal ({probe.stdout.strip()})")
         for f in faults:  # every fault must apply before anything runs
-            apply(f, probe_tree)
-            _copy_src(probe_tree)
+            injected(f)
 
         def key(f: Fault) -> tuple:
             return tuple(f.tests), tuple(f.pytest_args), f.timeout

@@ -121,24 +121,32 @@ def hand_loss(model, obs, actions, old_logp, A, targets, cfg):
     return -(l_clip - cfg.vf_coef * l_vf + cfg.ent_coef * d.entropy().mean()), ratio
 
 
-def test_two_epochs_of_the_update_equal_hand_written_sgd_steps():
-    """ppo.make_update (the closure `train_policy` runs) for K = 2 full-batch epochs, with SGD in place of Adam
-    so the expected parameters are theta - lr grad, against Eq. (7)/(9) written by hand on GAE by definition."""
-    cfg = dataclasses.replace(ppo.PRESETS["quick"], epochs=2, minibatch=10_000, lr=0.2, anneal_lr=True, gamma=0.9,
-                              lam=0.7, clip=0.2, vf_coef=0.5, ent_coef=0.05, max_grad_norm=0.0, norm_adv=True)
+def _two_nets_and_a_stale_batch(seed: int):
+    """Two equal actor-critics (one for make_update, one for the hand-written reference) and a 6 x 3 batch whose
+    pi_old differs from pi_theta (as after earlier epochs): ratios from about 0.55 to 1.8, both sides of the clip.
+    Returns the nets, the generator (for the rest of the batch), obs, actions and log pi_old."""
     model = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(5,), seed=0)
     with torch.no_grad():
         model.pi_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
     ref = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(5,), seed=0)
     ref.load_state_dict(model.state_dict())
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(seed)
     T, N = 6, 3
     obs = rng.normal(size=(T, N, 3)).astype(np.float32)
     actions = rng.integers(3, size=(T, N))
     with torch.no_grad():
         logp_now = model.dist(torch.as_tensor(obs.reshape(-1, 3))).log_prob(torch.as_tensor(actions.reshape(-1)))
-    # pi_old differs from pi_theta (as after earlier epochs): ratios from about 0.55 to 1.8, both sides of the clip
     old_logp = logp_now.numpy().reshape(T, N) + rng.uniform(-0.6, 0.6, size=(T, N)).astype(np.float32)
+    return model, ref, rng, obs, actions, old_logp
+
+
+def test_two_epochs_of_the_update_equal_hand_written_sgd_steps():
+    """ppo.make_update (the closure `train_policy` runs) for K = 2 full-batch epochs, with SGD in place of Adam
+    so the expected parameters are theta - lr grad, against Eq. (7)/(9) written by hand on GAE by definition."""
+    cfg = dataclasses.replace(ppo.PRESETS["quick"], epochs=2, minibatch=10_000, lr=0.2, anneal_lr=True, gamma=0.9,
+                              lam=0.7, clip=0.2, vf_coef=0.5, ent_coef=0.05, max_grad_norm=0.0, norm_adv=True)
+    model, ref, rng, obs, actions, old_logp = _two_nets_and_a_stale_batch(seed=2)
+    T, N = obs.shape[:2]
     ro = {"obs": obs, "actions": actions, "logp": old_logp, "rewards": rng.normal(1.0, 1.0, (T, N)),
           "values": rng.normal(size=(T, N)), "next_values": rng.normal(2.0, 1.0, (T, N)),
           "terminated": np.zeros((T, N), bool), "dones": np.zeros((T, N), bool)}
@@ -246,19 +254,9 @@ def test_minibatch_epochs_equal_hand_written_sgd_steps(max_grad_norm):
     cfg = dataclasses.replace(ppo.PRESETS["quick"], epochs=3, minibatch=5, lr=0.1, anneal_lr=True, gamma=0.9,
                               lam=0.7, clip=0.2, vf_coef=0.5, ent_coef=0.05, max_grad_norm=max_grad_norm,
                               norm_adv=True)
-    model = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(5,), seed=0)
-    with torch.no_grad():
-        model.pi_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
-    ref = ActorCritic(3, gymnasium.spaces.Discrete(3), hidden=(5,), seed=0)
-    ref.load_state_dict(model.state_dict())
-    rng = np.random.default_rng(3)
-    T, N = 6, 3
-    obs = rng.normal(size=(T, N, 3)).astype(np.float32)
-    actions = rng.integers(3, size=(T, N))
-    with torch.no_grad():
-        logp_now = model.dist(torch.as_tensor(obs.reshape(-1, 3))).log_prob(torch.as_tensor(actions.reshape(-1)))
-    ro = {"obs": obs, "actions": actions,
-          "logp": logp_now.numpy().reshape(T, N) + rng.uniform(-0.6, 0.6, size=(T, N)).astype(np.float32),
+    model, ref, rng, obs, actions, old_logp = _two_nets_and_a_stale_batch(seed=3)
+    T, N = obs.shape[:2]
+    ro = {"obs": obs, "actions": actions, "logp": old_logp,
           "rewards": rng.normal(1.0, 1.0, (T, N)), "values": rng.normal(size=(T, N)),
           "next_values": rng.normal(2.0, 1.0, (T, N)), "terminated": np.zeros((T, N), bool),
           "dones": np.zeros((T, N), bool)}
