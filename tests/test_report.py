@@ -138,3 +138,19 @@ def test_committed_records_without_the_new_fields_still_render(tmp_path):
             check = Claim(c["name"], c["metric"], c["op"], c["threshold"], "", "").check
             assert " ".join(c["name"].split()) in index
             assert f"{sum(check(v) for v in c['values'])} of {len(c['values'])} seed" in index
+
+
+def test_time_is_the_seed_runs_own_even_when_reproduce_reused_them(tmp_path):
+    """A record written by `reproduce --resume` from finished seed-runs took ~0 s itself: the report shows the
+    seed-runs' summed time (4 + 4 + 4 = 12 s in the fake), never '0 s in all'; a fresh record shows both."""
+    quick, _ = fake_record(tmp_path / "results")
+    reused = dict(quick, seconds=0.0, run_seconds=[20.0, 30.0, 25.0])
+    (tmp_path / "results" / "backprop.json").write_text(json.dumps(reused))
+    md = results_markdown(tmp_path / "results")
+    assert "75 s of seed-runs (reused from earlier runs" in md and "0 s in all" not in md
+    build_report(tmp_path / "results", tmp_path / "site")
+    page = _parse(tmp_path / "site" / "backprop.html").text
+    assert "75 s of seed-runs (reused from earlier runs" in page and "0 s in all" not in page
+    fresh = dict(quick, seconds=9.0)  # two jobs at once: 9 s wall for 12 s of seed-runs
+    (tmp_path / "results" / "backprop.json").write_text(json.dumps(fresh))
+    assert "12 s of seed-runs, 9 s wall" in results_markdown(tmp_path / "results")

@@ -70,6 +70,20 @@ def commit_label(r: dict) -> str:
     return str(sha) + (" (from SEMINAL_COMMIT)" if r.get("commit_from") == "SEMINAL_COMMIT" else "")
 
 
+def time_label(r: dict) -> str:
+    """What the record's seed-runs cost: their summed seconds, and the wall time of the `reproduce` that wrote it.
+
+    A `reproduce --resume` that reused finished seed-runs took ~0 s itself; its seed-runs' own times still stand.
+    """
+    runs = sum(t for t in r.get("run_seconds") or [] if isinstance(t, (int, float)))
+    wall = float(r.get("seconds") or 0.0)
+    if not runs:
+        return f"{wall:.0f} s in all"
+    if wall < 1.0:
+        return f"{runs:.0f} s of seed-runs (reused from earlier runs by `--resume`)"
+    return f"{runs:.0f} s of seed-runs, {wall:.0f} s wall"
+
+
 def command(slug: str, preset: str, seeds: list[int], overrides: list[str]) -> str:
     """The `seminal reproduce` command line that writes this record."""
     n = len(seeds)
@@ -127,7 +141,7 @@ def _markdown_record(e: Entry, r: dict) -> list[str]:
     preset = "" if r["preset"] == "quick" else f" ({r['preset']} preset)"
     machine = r.get("machine") or {}
     out = [f"## {e.number}. {e.title}{preset} — {verdict}", "",
-           f"{e.citation}. Preset `{r['preset']}`, seeds {r['seeds']}, {r['seconds']:.0f} s in all, "
+           f"{e.citation}. Preset `{r['preset']}`, seeds {r['seeds']}, {time_label(r)}, "
            f"commit `{commit_label(r)}`, {machine.get('cpu')} ({machine.get('cores')} cores"
            + (f", {machine['gpu']}" if machine.get("gpu") else "") + ").", "",
            f"Command: `{reproduce_command(r)}`", ""]
@@ -301,7 +315,7 @@ def _html_record(e: Entry, r: dict, missing: list[str]) -> list[str]:
     overridden = {o.split("=", 1)[0] for o in r.get("overrides") or []}
     machine = r.get("machine") or {}
     parts += [f"<h3>Reproduce</h3><pre>{html.escape(reproduce_command(r))}</pre>",
-              f"<p>Seeds {', '.join(map(str, seeds))}; {r['seconds']:.0f} s in all, per seed "
+              f"<p>Seeds {', '.join(map(str, seeds))}; {html.escape(time_label(r))}, per seed "
               f"{', '.join(_fmt(float(t)) for t in r.get('run_seconds', []))} s"
               + (f"; {r['resumed_runs']} seed-run(s) resumed" if r.get("resumed_runs") else "") + ".</p>",
               f"<p>Commit <code>{html.escape(commit_label(r))}</code>, recorded {html.escape(str(r.get('date')))}"
