@@ -13,8 +13,9 @@ selection that already fails would make every fault look caught.
     python faults/run.py dqn -k huber  # only the faults whose name says "huber"
     python faults/run.py --jobs 2      # two faults at a time (each test run is one process)
 
-The source is copied (only `src/`) into a temporary folder and put first on PYTHONPATH, so the checkout is never
-modified and an editable install of seminal is shadowed. Exit status: 0 when every fault is caught, 1 otherwise.
+The source is copied (`src/`, with pyproject.toml and the record and notes that tests read) into a temporary
+folder and put first on PYTHONPATH, so the checkout is never modified and an editable install of seminal is
+shadowed. Exit status: 0 when every fault is caught, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -119,6 +120,12 @@ def _copy_src(dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    # what makes the copy a checkout to `seminal.core.paths` (pyproject.toml) and the record and notes some tests
+    # read from there (README.md, RESULTS.md, results/, docs/): copies, so that no test can touch the originals
+    for name in ("pyproject.toml", "README.md", "RESULTS.md"):
+        shutil.copy2(ROOT / name, dest / name)
+    for name in ("results", "docs"):
+        shutil.copytree(ROOT / name, dest / name)
 
 
 def _first_failure(output: str) -> str:

@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from seminal.core.config import apply_overrides, coerce, field_docs, from_dict, to_dict
+from seminal.core.config import PosFloat, Prob, apply_overrides, check_ranges, coerce, field_docs, from_dict, to_dict
 from seminal.core.errors import SeminalError
 
 
@@ -26,6 +26,8 @@ def test_coerce_types():
     assert coerce("1e5", int) == 100000 and isinstance(coerce("1e5", int), int)
     assert coerce("100_000", int) == 100000
     assert coerce("true", bool) is True and coerce("0", bool) is False
+    assert all(coerce(t, bool) is True for t in ("1", "true", "True", "yes", "on"))  # every spelling `show` allows
+    assert all(coerce(t, bool) is False for t in ("0", "false", "False", "no", "off"))
     assert coerce("tanh", Literal["relu", "tanh"]) == "tanh"
     assert coerce("8,16,32", tuple[int, ...]) == (8, 16, 32)
     assert coerce("none", int | None) is None and coerce("7", int | None) == 7
@@ -74,3 +76,40 @@ class ToyChild(Toy):
 def test_field_docs_inherit_from_base_config():
     docs = field_docs(ToyChild)
     assert docs["lr"] == "Learning rate." and docs["extra"] == "Only in the child."
+
+
+@dataclass(frozen=True)
+class Bounded:
+    p: Prob = 0.5
+    """A probability, in [0, 1]."""
+    lr: PosFloat = 0.1
+    warmup: int = 1
+    steps: int = 4
+
+    def validate(self) -> None:
+        if self.warmup > self.steps:
+            raise SeminalError(f"warmup={self.warmup} must be <= steps={self.steps}")
+
+
+@pytest.mark.parametrize("pair,pattern", [("p=1.5", r"p=1.5: must be in \[0, 1\]"), ("p=-0.1", "must be in"),
+                                          ("lr=nan", "lr=nan: must be > 0"), ("p=nan", "must be in")])
+def test_ranges_check_both_ends_and_refuse_nan(pair, pattern):
+    with pytest.raises(SeminalError, match=pattern):
+        apply_overrides(Bounded(), [pair])
+    assert apply_overrides(Bounded(), ["p=1", "p=0"]).p == 0.0  # both ends of [0, 1] are in
+
+
+def test_cross_field_validate_runs_for_overrides_presets_and_resumed_configs():
+    with pytest.raises(SeminalError, match="warmup=5 must be <= steps=4"):
+        apply_overrides(Bounded(), ["warmup=5"])
+    with pytest.raises(SeminalError, match="warmup=9"):
+        check_ranges(Bounded(warmup=9))
+    with pytest.raises(SeminalError, match="warmup=9"):
+        from_dict(Bounded, {"warmup": 9})
+
+
+def test_a_resumed_config_json_is_range_checked_too():
+    with pytest.raises(SeminalError, match="p=3: must be in"):
+        from_dict(Bounded, {"p": 3})
+    with pytest.raises(SeminalError, match="lr=-1: must be > 0"):
+        from_dict(Bounded, {"lr": -1})

@@ -158,3 +158,35 @@ def test_real_fashion_mnist_is_balanced():
     images, labels = load_fashion_mnist("train")
     assert images.shape == (60000, 28, 28)
     assert np.bincount(labels).tolist() == [6000] * 10  # Fashion-MNIST has 6,000 images per class
+
+
+def test_a_file_that_failed_its_check_is_never_served_from_the_check_cache(isolated_cache):
+    from seminal.data.store import check_file
+
+    spec, _ = _tiny_mnist(isolated_cache / "data" / "mnist")
+    path = isolated_cache / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    file_spec = next(f for f in spec.files if f.name == path.name)
+    import gzip
+
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[-1] = (content[-1] + 1) % 10  # one label changed, still a valid IDX file
+    path.write_bytes(gzip.compress(bytes(content)))
+    assert "sha256" in check_file(path, file_spec)  # the failure is now in the per-process cache
+    for _ in range(2):
+        with pytest.raises(SeminalError, match="corrupt data file .*sha256"):
+            read_verified(path, file_spec)
+
+
+def test_images_flat_scales_pixels_to_the_unit_interval(monkeypatch):
+    import torch
+
+    from seminal.data import vision
+
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[0, 0, :3] = (255, 51, 0)  # 255 -> 1, 51 -> 0.2, 0 -> 0
+    images[1, 27, 27] = 102
+    monkeypatch.setattr(vision, "load_images", lambda name, split: (images, np.array([3, 7])))
+    x, y = vision.images_flat("mnist", "train")
+    assert x.shape == (2, 784) and x.dtype == torch.float32 and y.tolist() == [3, 7]
+    assert x[0, :3].tolist() == pytest.approx([1.0, 0.2, 0.0]) and x[1, 783].item() == pytest.approx(0.4)
+    assert float(x.sum()) == pytest.approx(1.0 + 0.2 + 0.4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import time
 
@@ -59,12 +60,31 @@ def test_checkpoint_round_trips_numpy_and_rng(tmp_path):
     assert back["nested"][0]["b"] == 3 and back["s"] == "x"
     run = Run(tmp_path, "backprop", 0, None, tensorboard=False)
     np.random.seed(1)
+    torch.manual_seed(1)
+    random.seed(1)
     run.checkpoint(state)
-    expected = np.random.rand(3)
+    expected = np.random.rand(3), torch.rand(3), random.random()
     np.random.seed(2)
+    torch.manual_seed(2)
+    random.seed(2)
     restored = run.restore()
-    np.testing.assert_array_equal(np.random.rand(3), expected)  # RNG continues where the checkpoint was
+    np.testing.assert_array_equal(np.random.rand(3), expected[0])  # each RNG continues where the checkpoint was
+    assert torch.equal(torch.rand(3), expected[1])
+    assert random.random() == expected[2]
     np.testing.assert_array_equal(restored["a"], state["a"])
+
+
+def test_resume_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
+    with Run(tmp_path, "walk", 0, None, tensorboard=False) as run:
+        run.log({"train/x": 1.0}, step=1)
+        run.log({"train/x": 2.0}, step=2)
+        run.checkpoint({"step": 2})
+        run.log({"train/x": 3.0}, step=3)  # after the checkpoint: a crash here loses it, and the resume redoes it
+    with Run(tmp_path, "walk", 0, None, tensorboard=False) as run:
+        assert run.restore() == {"step": 2}
+        run.log({"train/x": 3.5}, step=3)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["train/x"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.5)]
 
 
 def _random_walk(run: Run, steps: int = 400, sigint_at: int | None = None) -> float:
@@ -100,9 +120,9 @@ def test_due_by_elapsed_time_from_the_last_checkpoint(tmp_path, monkeypatch):
     with Run(tmp_path, "walk", 0, None, tensorboard=False, checkpoint_seconds=0.5) as run:
         start = time.monotonic()
         assert not run.due()
-        while not run.due():
+        while not run.due() and time.monotonic() - start < 10:  # bounded: a due() that never fires fails, not hangs
             time.sleep(0.01)
-        assert time.monotonic() - start >= 0.5
+        assert run.due() and time.monotonic() - start >= 0.5
         run.checkpoint({})
         assert not run.due() and run.checkpoints == 1
     monkeypatch.setenv("SEMINAL_CHECKPOINT_SECONDS", "0.25")
@@ -140,6 +160,26 @@ def test_claim_checks_and_seed_aggregation():
     assert not c.evaluate_seeds([0.9, float("nan")])["passed"]  # a diverged seed fails the claim
 
 
+def test_each_operator_at_its_threshold_and_beyond_finite_values():
+    """The four operators at the threshold itself, a hair either side, and at +-inf and NaN (a value that blew up
+    is not a pass, whichever way the claim points)."""
+    t, eps = 2.0, 1e-9
+    want = {">=": (True, True, False), ">": (False, True, False), "<=": (True, False, True), "<": (False, False, True)}
+    for op, (at, above, below) in want.items():
+        c = Claim("x", "m", op, t, "p", "s")
+        assert (c.check(t), c.check(t + eps), c.check(t - eps)) == (at, above, below), op
+        assert not c.check(float("inf")) and not c.check(float("-inf")) and not c.check(float("nan")), op
+        assert not c.check(None), op
+
+
+def test_the_mean_and_spread_over_seeds_leave_out_diverged_seeds():
+    rec = Claim("x", "m", ">=", 0.5, "p", "s", aggregate="k_of_n").evaluate_seeds([0.4, float("nan"), 1.0])
+    assert rec["mean"] == pytest.approx(0.7) and rec["std"] == pytest.approx(0.3)  # over the two finite seeds
+    assert rec["seeds_passed"] == 1 and rec["seeds_needed"] == 2 and not rec["passed"]
+    inf = Claim("x", "m", ">=", 0.5, "p", "s", aggregate="all").evaluate_seeds([1.0, float("inf"), 2.0])
+    assert inf["seeds_passed"] == 2 and not inf["passed"]  # an overflowed seed is a failed seed
+
+
 def test_reproduce_writes_results_and_report(tmp_path):
     records = reproduce([resolve("backprop")], "quick", 2, SMALL, tmp_path / "runs", tmp_path / "results",
                         echo=lambda *_: None)
@@ -174,3 +214,36 @@ def test_recorded_commit_is_git_head_or_seminal_commit(monkeypatch):
     assert head is None or len(head.split("-")[0]) == 12
     monkeypatch.setenv("SEMINAL_COMMIT", "abc123def456")
     assert runner.commit() == "abc123def456"
+
+
+def test_batches_cover_every_index_once_with_the_last_partial_batch():
+    from seminal.core.run import batches
+
+    plain = list(batches(10, 4))
+    assert [b.tolist() for b in plain] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    shuffled = list(batches(10, 4, np.random.default_rng(0)))
+    assert [len(b) for b in shuffled] == [4, 4, 2]
+    assert sorted(np.concatenate(shuffled).tolist()) == list(range(10))
+    np.testing.assert_array_equal(np.concatenate(shuffled), np.random.default_rng(0).permutation(10))
+
+
+def test_epoch_rng_depends_on_seed_and_epoch_alone():
+    from seminal.core.run import epoch_rng
+
+    first = epoch_rng(3, 0).permutation(50)
+    np.testing.assert_array_equal(epoch_rng(3, 0).permutation(50), first)  # same (seed, epoch), same shuffle
+    assert not np.array_equal(epoch_rng(3, 1).permutation(50), first)  # the next epoch shuffles anew
+    assert not np.array_equal(epoch_rng(4, 0).permutation(50), first)
+    np.testing.assert_array_equal(first, np.random.default_rng([3, 0]).permutation(50))
+
+
+def test_seed_everything_seeds_python_numpy_and_torch():
+    import random
+
+    from seminal.core.run import seed_everything
+
+    seed_everything(11)
+    got = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    want = (random.Random(11).random(), float(np.random.RandomState(11).rand()),
+            float(torch.rand(1, generator=torch.Generator().manual_seed(11))))
+    assert got == want
