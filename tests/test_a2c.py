@@ -179,3 +179,22 @@ def test_one_update_clips_the_global_gradient_norm():
     scale = cfg.max_grad_norm / (norm + 1e-6)
     for (name, p), p0, g in zip(model.named_parameters(), ref.parameters(), grads):
         torch.testing.assert_close(p.detach(), p0.detach() - cfg.lr * scale * g, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("name,cls", [("rmsprop", torch.optim.RMSprop), ("adam", torch.optim.Adam)])
+def test_the_optimizer_is_the_one_the_config_names(name, cls, monkeypatch, tmp_path):
+    """The quick preset's RMSProp (the paper's, shared statistics, decay 0.99) or Adam, both at the config's lr."""
+    seen = {}
+
+    def spy(envs, env_id, model, update, extra, cfg, *args, **kwargs):
+        seen["opt"] = extra["opt"]
+        raise Interrupted(str(tmp_path), "a2c")
+
+    monkeypatch.setattr(a2c, "onpolicy_loop", spy)
+    with pytest.raises(Interrupted):
+        execute("a2c", "quick", 0, [f"optimizer={name}", "lr=0.003", "n_envs=2"], tmp_path, progress=False)
+    opt = seen["opt"]
+    assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.003
+    assert a2c.PRESETS["quick"].optimizer == "rmsprop"
+    if name == "rmsprop":
+        assert opt.param_groups[0]["alpha"] == 0.99

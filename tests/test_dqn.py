@@ -307,3 +307,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch)
         resumed = execute("dqn", resume_dir=run_dir, progress=False)
         assert resumed["resumed"] and resumed["metrics"] == whole["metrics"]
         assert _histories(run_dir, keys) == _histories(Path(whole["run_dir"]), keys)
+
+
+def test_huber_by_hand_for_a_threshold_other_than_one():
+    """delta = 2: 0.5 x^2 inside |x| <= 2, delta (|x| - delta / 2) = 2 |x| - 2 outside; continuous at |x| = 2."""
+    x = torch.tensor([0.5, -1.5, 2.0, 3.0, -5.0])
+    want = torch.tensor([0.125, 1.125, 2.0, 4.0, 8.0])
+    torch.testing.assert_close(dqn.huber(x, 2.0), want)
+    torch.testing.assert_close(dqn.huber(x, 0.5), torch.tensor([0.125, 0.625, 0.875, 1.375, 2.375]))

@@ -225,6 +225,17 @@ def test_tiny_run_is_deterministic_for_a_seed(tmp_path):
     assert a["eval/mappo_return"] != c["eval/mappo_return"]
 
 
+def test_the_claims_numbers_are_the_arms_differences(tmp_path):
+    """Long enough for the two critics to steer the two policies apart (16 episodes, 4 updates of 4 epochs): the
+    paired claims' numbers are MAPPO - IPPO and each arm - the random baseline, from the returns `train` reports."""
+    m = runner.execute("mappo", "quick", 1, ["episodes=16", "episodes_per_update=4", "epochs=4", "hidden=16",
+                                             "eval_episodes=2"], tmp_path, progress=False)["metrics"]
+    assert m["eval/mappo_return"] != m["eval/ippo_return"]
+    assert m["eval/mappo_minus_ippo"] == m["eval/mappo_return"] - m["eval/ippo_return"]
+    for arm in ("mappo", "ippo"):
+        assert m[f"eval/{arm}_over_random"] == m[f"eval/{arm}_return"] - m["eval/random_return"]
+
+
 def test_train_gives_mappo_the_global_state_and_ippo_the_local_observation(tmp_path, monkeypatch):
     sizes = []
 

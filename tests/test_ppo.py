@@ -267,3 +267,12 @@ def test_minibatch_epochs_equal_hand_written_sgd_steps(max_grad_norm):
     ppo.make_update(model, torch.optim.SGD(model.parameters(), lr=cfg.lr), cfg)(ro, 0.5, np.random.default_rng(11))
     for (name, p), p_ref in zip(model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.detach(), p_ref.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_no_clipping_surrogate_is_the_plain_importance_weighted_advantage():
+    """Table 1's "no clipping or penalty" row: L = E[r_t A_t], by hand; with clipping, Eq. (7) by hand."""
+    ratio = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    adv = torch.tensor([2.0, -1.0, 1.0, -0.5])
+    assert ppo.clipped_surrogate(ratio, adv, None).item() == pytest.approx((1.0 - 1.0 + 1.5 - 1.0) / 4)
+    # eps = 0.2: min(r A, clip(r) A) = min(1, 1.6), min(-1, -1), min(1.5, 1.2), min(-1, -0.6)
+    assert ppo.clipped_surrogate(ratio, adv, 0.2).item() == pytest.approx((1.0 - 1.0 + 1.2 - 1.0) / 4)

@@ -4,6 +4,7 @@ run."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -33,7 +34,7 @@ TINY: dict[str, list[str]] = {
     "prioritized-replay": _DQN,
     "a2c": ["total_steps=1200", "n_envs=4", "eval_every=600", "eval_episodes=1", "checkpoint_every=20",
             "hidden=16,16"],
-    "gae": ["total_steps=1024", "lambdas=0,0.9,1", "n_envs=2", "vf_epochs=1", "hidden=16,16", "mech_states=4",
+    "gae": ["total_steps=1024", "lambdas=0,0.96,1", "n_envs=2", "vf_epochs=1", "hidden=16,16", "mech_states=4",
             "mech_rollouts=8", "mech_fit_episodes=1", "mech_vf_steps=10"],
     "trpo": ["total_steps=1024", "n_envs=4", "n_steps=64", "eval_every=512", "eval_episodes=1", "checkpoint_every=2",
              "hidden=16,16", "cg_iters=3", "vf_epochs=1"],
@@ -98,6 +99,31 @@ def _fast(monkeypatch):
     torch.set_num_threads(threads)
 
 
+def _paired_metrics_come_from_their_arms(slug: str, metrics: dict) -> None:
+    """Every "A beats B" claim whose metric `train` returns itself: that number is the difference A - B or the
+    ratio A / B of the two arms it returns beside it (the claim's paired keys), nothing else. A sign slip or a
+    wrong operator in the line that computes a claim's number flips the verdict while every arm is right."""
+    entry = syllabus.resolve(slug)
+    checked = 0
+    for claim in entry.load().CLAIMS.get("quick", []):
+        if not claim.paired or claim.metric in claim.paired:
+            continue
+        value, a, b = (metrics.get(k) for k in (claim.metric, *claim.paired))
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (value, a, b)):
+            continue  # an arm this tiny run does not train, or one that never reached its target (NaN)
+        forms = [a - b] + ([a / b] if b else [])
+        assert any(math.isclose(value, f, rel_tol=1e-9, abs_tol=1e-12) for f in forms), \
+            f"{slug}: {claim.metric} = {value} is neither A - B = {a - b} nor A / B of {claim.paired}"
+        checked += 1
+    if slug in PAIRED_IN_TINY:
+        assert checked >= PAIRED_IN_TINY[slug], f"{slug}: the tiny run returned {checked} paired claim metrics"
+
+
+# Papers whose tiny run returns at least this many paired claim metrics with both arms (the check above must bite).
+PAIRED_IN_TINY = {"gae": 2, "maddpg": 2, "mappo": 2, "relu": 1, "weight-decay": 2, "dropout": 2, "adam": 3,
+                  "r2d2": 1}
+
+
 def test_every_implemented_paper_has_tiny_overrides():
     assert {e.slug for e in syllabus.implemented()} <= set(TINY), "add the new paper's tiny run to TINY"
 
@@ -120,6 +146,7 @@ def test_resume_from_a_checkpoint_matches_uninterrupted(slug, tmp_path, monkeypa
         if "which is not installed" in str(e):
             pytest.skip(str(e))
         raise
+    _paired_metrics_come_from_their_arms(slug, whole["metrics"])
     last = runs[-1].checkpoints
     assert last >= 1, f"{slug} never checkpoints"
     for cut in sorted({last, 1}, reverse=True):  # Ctrl-C before the last checkpoint, then before the first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -135,6 +136,13 @@ def test_smoke_run_reports_the_overestimation_metrics_of_all_three_agents(tmp_pa
     assert claim["arms"] == {"overest/cdq_bias": m["overest/cdq_bias"], "overest/ddpg_bias": m["overest/ddpg_bias"]}
     run_dir = next((tmp_path / "td3").iterdir())
     assert (run_dir / "plots" / "q_vs_return.png").exists()
+    # each agent's bias is the mean of its logged biases after bias_after x total_steps (300): here step 300 only
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    cut = td3.PRESETS["quick"].bias_after * 300
+    for tag, key in (("td3", "overest/td3_bias"), ("ddpg_style", "overest/ddpg_bias")):
+        logged = [(r["step"], r[f"{tag}/q_bias"]) for r in rows if f"{tag}/q_bias" in r]
+        late = [b for t, b in logged if t > cut]
+        assert len(late) < len(logged) and m[key] == pytest.approx(sum(late) / len(late))
 
 
 def test_each_arm_gets_its_critic_count_and_the_same_initial_draws(monkeypatch):
