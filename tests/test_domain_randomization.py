@@ -284,3 +284,22 @@ def test_train_scores_each_policy_and_reports_the_gaps(tmp_path, monkeypatch):
                 "heldout/return_gap": 130.0, "heldout/inside_gap": -10.0, "heldout/outside_gap": 200.0,
                 "heldout/drop_gap": 140.0}
     assert {k: m[k] for k in expected} == pytest.approx(expected)
+
+
+def test_cartpole_trains_with_ppos_quick_preset(monkeypatch, tmp_path):
+    """The learner is paper 11's PPO with its quick preset on CartPole (the quick experiment; the MuJoCo tasks get
+    its full preset)."""
+    from seminal.core.errors import Interrupted
+    from seminal.core.runner import execute
+    from seminal.papers.rl import ppo
+
+    seen = []
+
+    def spy(env, cfg, **kw):
+        seen.append(cfg)
+        raise Interrupted(str(tmp_path), "domain-randomization")
+
+    monkeypatch.setattr(ppo, "train_policy", spy)
+    with pytest.raises(Interrupted):
+        execute("domain-randomization", "quick", 0, [], tmp_path, progress=False)
+    assert dr.PRESETS["quick"].env_id == "CartPole-v1" and seen[0] == ppo.PRESETS["quick"]

@@ -209,3 +209,25 @@ def test_mechanism_ratios_and_ranks_are_those_of_its_per_lambda_entries():
     bias = [out[f"mech/bias_lam={lam:g}"] for lam in lams]
     assert out["mech/var_rank"] == pytest.approx(paper.rank_correlation(lams, var))
     assert out["mech/bias_rank"] == pytest.approx(paper.rank_correlation(lams, bias))
+
+
+def test_the_mechanisms_episodes_start_from_pendulums_reset_distribution(monkeypatch):
+    """Both the imperfect V's fitting episodes and the K measured start states are drawn as Pendulum-v1 resets:
+    theta ~ U(-pi, pi), theta_dot ~ U(-1, 1); the first draw of the mechanism's generator is the fit's thetas."""
+    cfg = replace(paper.PRESETS["quick"], mech_states=40, mech_rollouts=2, mech_fit_episodes=30, mech_vf_steps=1,
+                  hidden=(8,))
+    calls = []
+    real = paper.pendulum_obs
+
+    def spy(theta, theta_dot):
+        calls.append((np.array(theta), np.array(theta_dot)))
+        return real(theta, theta_dot)
+
+    monkeypatch.setattr(paper, "pendulum_obs", spy)
+    paper.mechanism(cfg, seed=0)
+    fit_theta, fit_dot = calls[0]
+    np.testing.assert_array_equal(fit_theta, np.random.default_rng([0, 9]).uniform(-np.pi, np.pi, 30))
+    starts = [c for c in calls if c[0].shape == (40,)][0]  # the K start states, before any step
+    for theta, dot in ((fit_theta, fit_dot), starts):
+        assert np.all(np.abs(theta) <= np.pi) and theta.min() < -1.5 and theta.max() > 1.5
+        assert np.all(np.abs(dot) <= 1.0) and dot.min() < -0.3 and dot.max() > 0.3

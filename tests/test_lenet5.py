@@ -310,3 +310,16 @@ def test_logged_errors_count_the_smallest_penalty_as_the_prediction(tmp_path, mo
     with Run(tmp_path / "r", "lenet5", 0, cfg, progress=False, tensorboard=False) as run:
         out = L.train(cfg, run)
     assert out == {"test/error": 0.0, "train/error": 0.0}
+
+
+def test_rbf_codes_are_the_bitmaps_or_seeded_random_signs():
+    """`bitmap`: digit d's code is its 7x12 bitmap read row by row, '#' -> +1, '.' -> -1 (Fig. 3); `random`: fixed
+    +-1 vectors of the seed, not the bitmaps."""
+    codes = L.rbf_codes("bitmap")
+    assert codes.shape == (10, 84)
+    for d, bitmap in enumerate(L.DIGIT_BITMAPS):
+        want = [1.0 if ch == "#" else -1.0 for row in bitmap for ch in row]
+        assert codes[d].tolist() == want, d
+    rnd = L.rbf_codes("random", seed=3)
+    assert set(rnd.unique().tolist()) == {-1.0, 1.0} and not torch.equal(rnd, codes)
+    assert torch.equal(rnd, L.rbf_codes("random", seed=3)) and not torch.equal(rnd, L.rbf_codes("random", seed=4))

@@ -287,3 +287,30 @@ def test_training_loop_stores_each_step_as_acted(tmp_path, monkeypatch):
                 with torch.no_grad():
                     want = torch.softmax((actor(torch.from_numpy(obs[j])) + noise[j][t]) / temperature, -1)
                 assert np.allclose(acts[j], want.numpy(), atol=1e-5), (ep, t, j)
+
+
+@pytest.mark.parametrize("policy,want", [("greedy", [1, 2]), ("sample", [0, 0])])
+def test_evaluation_acts_greedily_or_by_gumbel_sample_as_configured(policy, want, monkeypatch):
+    """`greedy`: each actor's argmax logit; `sample`: its Gumbel-softmax sample (a fake one, never the argmax)."""
+    class Fake:
+        def __init__(self, logits):
+            self._logits = np.array(logits)
+
+        def logits(self, obs):
+            return self._logits
+
+        def sample(self, obs, noise):
+            assert noise.shape == (3,)
+            return np.array([1.0, 0.0, 0.0])
+
+    seen = {}
+
+    def rollout(env, act, episodes, seed, scale, keep):
+        seen["actions"] = act([None, None], None)
+        return 0.0
+
+    monkeypatch.setattr(maddpg, "rollout_return", rollout)
+    env = type("Env", (), {"continuous": False, "act_dims": [3, 3]})()
+    cfg = replace(maddpg.PRESETS["quick"], eval_policy=policy)
+    maddpg.evaluate(env, [Fake([0.1, 2.0, -1.0]), Fake([0.0, -3.0, 0.5])], cfg, 1, 0, [0, 1])
+    assert seen["actions"] == want
