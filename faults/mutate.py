@@ -12,6 +12,7 @@ cadence, an equality at a boundary the data never hits): read each one.
     python faults/mutate.py                    # 8 mutants a paper, every paper
     python faults/mutate.py dqn ppo --per-paper 20 --jobs 2
     python faults/mutate.py --full --json /tmp/mutants.json
+    python faults/mutate.py --module src/seminal/papers/rl/_offpolicy.py --per-paper 15
 """
 
 from __future__ import annotations
@@ -81,15 +82,32 @@ def mutate(source: str, index: int) -> tuple[int, str, str]:
     return node.lineno, before, ast.unparse(tree)
 
 
-def plan(slugs: list[str], per_paper: int, seed: int, full: bool) -> list[dict]:
-    rng = random.Random(seed)
-    jobs = []
-    for path in sorted(runner.CATALOGUE.glob("*.toml")):
+def _targets(slugs: list[str], modules: list[str]) -> list[tuple[Path, dict, str]]:
+    """(catalogue, its data, the module to mutate): each paper's own module (the file most of its faults target),
+    or with `modules` each given file, run against the test files of every catalogued fault in it."""
+    catalogues = [(p, tomllib.loads(p.read_text())) for p in sorted(runner.CATALOGUE.glob("*.toml"))]
+    if modules:
+        out = []
+        for module in modules:  # the tests of every catalogued fault in this file, whole files, no deselects
+            tests = sorted({t.split("::")[0] for p, d in catalogues for f in d.get("fault", []) if f["file"] == module
+                            for t in f.get("tests", d.get("tests", []))})
+            if not tests:
+                raise SystemExit(f"no catalogue has a fault in {module}: it has no test selection to run")
+            out.append((Path(module), {"tests": tests, "pytest_args": []}, module))
+        return out
+    out = []
+    for path, data in catalogues:
         if path.stem == "core" or (slugs and path.stem not in slugs):
             continue
-        data = tomllib.loads(path.read_text())
         files = [f["file"] for f in data.get("fault", [])]
-        module = max(sorted(set(files)), key=files.count)  # the paper's own module
+        out.append((path, data, max(sorted(set(files)), key=files.count)))
+    return out
+
+
+def plan(slugs: list[str], per_paper: int, seed: int, full: bool, modules: list[str] | None = None) -> list[dict]:
+    rng = random.Random(seed)
+    jobs = []
+    for path, data, module in _targets(slugs, modules or []):
         source = (ROOT / module).read_text()
         n = len(sites(ast.parse(source)))
         if full:
@@ -125,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-paper", type=int, default=8, help="mutants drawn per paper (default 8)")
     ap.add_argument("--seed", type=int, default=20261208, help="the draw's seed (default 20261208)")
     ap.add_argument("--full", action="store_true", help="the paper's whole test files and resume-contract case")
+    ap.add_argument("--module", action="append", default=[], metavar="PATH",
+                    help="mutate this file instead (repeatable), e.g. src/seminal/papers/rl/_onpolicy.py")
     ap.add_argument("--jobs", type=int, default=1, help="mutants at a time (default 1)")
     ap.add_argument("--json", type=Path, help="write every verdict here")
     a = ap.parse_args(argv)
-    jobs = plan(a.papers, a.per_paper, a.seed, a.full)
+    jobs = plan(a.papers, a.per_paper, a.seed, a.full, a.module)
     print(f"{len(jobs)} mutants", flush=True)
 
     def one(job: dict) -> dict:
