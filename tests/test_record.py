@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -303,3 +305,22 @@ def test_every_recorded_preset_reaches_the_table_and_a_failing_one_fails_the_sta
     assert entry.status(tmp_path) == "claim failing"
     table = status_table(tmp_path)
     assert "❌ ablation claim (ablation)" in table and "✅ full claim (full)" in table
+
+
+def test_determinism_names_numpys_blas_kernels_which_openblas_coretype_chooses():
+    """The RL papers' NumPy actors multiply through NumPy's OpenBLAS, whose kernels depend on the CPU unless
+    OPENBLAS_CORETYPE picks them: the record names them, and the report says how to pick the same ones."""
+    import numpy
+
+    from seminal.core.report import determinism_label
+    from seminal.core.runner import determinism
+
+    d = determinism([1, 1])
+    assert d["numpy"] == numpy.__version__ and d["blas"].startswith("openblas ")
+    code = "from seminal.core.runner import blas_kernels; print(blas_kernels())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}).stdout.strip()
+    assert out == "openblas Haswell"
+    label = determinism_label({**d, "blas": "openblas Haswell"})
+    assert "NumPy " + numpy.__version__ + " on openblas Haswell kernels (elsewhere: OPENBLAS_CORETYPE=Haswell)" in label
+    assert "OPENBLAS" not in determinism_label({k: v for k, v in d.items() if k not in ("numpy", "blas")})

@@ -336,7 +336,9 @@ def _html_record(e: Entry, r: dict, missing: list[str]) -> list[str]:
 def determinism_label(d: dict) -> str:
     """The condition a record's numbers reproduce under, in words."""
     threads = sorted({t for t in d.get("threads") or [] if t})
-    return (f"torch {d.get('torch')} on a {d.get('cpu_capability')} CPU, any number of threads and --jobs "
+    blas = (f", NumPy {d.get('numpy')} on {d['blas']} kernels (elsewhere: OPENBLAS_CORETYPE="
+            f"{d['blas'].split(',')[0].split()[-1]})") if d.get("blas") else ""
+    return (f"torch {d.get('torch')} on a {d.get('cpu_capability')} CPU{blas}, any number of threads and --jobs "
             f"(these ran with {', '.join(map(str, threads)) or '?'} thread(s) each)")
 
 

@@ -661,14 +661,32 @@ def record_guard(root: Path) -> None:
                            "record names the code that made it, or write elsewhere with --results DIR")
 
 
+def blas_kernels() -> str | None:
+    """The BLAS NumPy runs its matrix products on, and the kernels it picked for this CPU (`openblas Haswell`,
+    `openblas SkylakeX`): the NumPy actors of the RL papers act through it, so a record's numbers depend on it.
+    OpenBLAS takes OPENBLAS_CORETYPE=<kernels> to use another CPU's kernels, which reproduces a record made there."""
+    import numpy  # noqa: F401 - loads NumPy's BLAS, so that threadpoolctl sees it
+    import threadpoolctl
+
+    found = sorted({f"{i['internal_api']} {i.get('architecture') or '?'}" for i in threadpoolctl.threadpool_info()
+                    if i.get("user_api") == "blas"})
+    return ", ".join(found) or None
+
+
 def determinism(threads: list) -> dict:
     """What a record's numbers depend on besides code, config and seed. tests/test_determinism.py checks that a
     seed-run gives the same numbers with 1 or 2 torch threads and in or out of `--jobs` worker processes; a
     different torch version or CPU instruction set (the kernels BLAS picks) may change the last digits, and a
-    chaotic claim's verdict with them, which is why those claims run more seeds."""
+    chaotic claim's verdict with them, which is why those claims run more seeds. NumPy's BLAS kernels are named,
+    since they can be chosen (OPENBLAS_CORETYPE): measured, TRPO's seed 1000 gives the record's 331 with Haswell
+    kernels and 500 with SkylakeX ones on the same AVX-512 machine."""
+    import numpy
+
     return {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numpy": numpy.__version__,
+        "blas": blas_kernels(),
         "threads": threads,
         "same_for": "threads and --jobs (tested); not guaranteed across torch versions or CPU instruction sets",
     }
