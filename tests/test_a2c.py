@@ -24,6 +24,9 @@ def test_numpy_actor_equals_the_torch_network(space, shared):
     model = ActorCritic(5, space, hidden=(16, 8), shared=shared, seed=0)
     with torch.no_grad():
         model.pi_head.weight.mul_(100.0)  # a non-uniform policy
+        for name, p in model.named_parameters():  # biases start at zero; a trained net's are not
+            if name.endswith("bias"):
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
         if model.log_std is not None:
             model.log_std.fill_(-0.7)
     actor = NumpyActor(model, space)

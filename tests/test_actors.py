@@ -16,9 +16,21 @@ from seminal.papers.distributed_rl import _actors
 
 def test_numpy_policy_equals_the_torch_network():
     net = _actors.PolicyNet(4, 3, (7, 5), seed=2)
+    with torch.no_grad():  # biases start at zero; a trained net's are not, and the actors must add them
+        for p in net.pi.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.5)
     obs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     logits, _ = net(torch.as_tensor(obs))
     assert np.allclose(_actors.numpy_logits(_actors.policy_weights(net), obs), logits.detach().numpy(), atol=1e-6)
+
+
+def test_sampling_stays_finite_for_large_logits():
+    """softmax is shift-invariant; subtracting the row's max keeps exp() finite where the logits are large."""
+    logits = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -1001.0, -999.0]])
+    a, logp = _actors.sample(logits, np.random.default_rng(0))
+    z = np.array([[0.0, 1.0, -1.0], [-1.0, -2.0, 0.0]])
+    want = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    assert np.all(np.isfinite(logp)) and np.allclose(logp, want[np.arange(2), a])
 
 
 def test_sampling_follows_the_softmax_and_returns_its_log_probabilities():

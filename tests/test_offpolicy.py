@@ -222,3 +222,20 @@ def test_loop_stores_the_actors_u_and_chains_each_next_state_to_the_next_row(mon
         obs2, rew, *_ = check.step(scale_action(u[t : t + 1], np.array([-2.0]), np.array([2.0])))
         assert rew == pytest.approx(r[t], rel=1e-5, abs=1e-5)
         np.testing.assert_allclose(s2[t], obs2, rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_init_is_each_layers_uniform_over_plus_minus_one_over_sqrt_fan_in():
+    """nn.Linear's default init, per member: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn apart for
+    each member (the critics of TD3's and SAC's pairs must not start equal)."""
+    torch.manual_seed(0)
+    ens = EnsembleMLP(2, (400, 300, 1))
+    for w, b, fan_in in zip(ens.weights, ens.biases, (400, 300)):
+        bound = 1 / math.sqrt(fan_in)
+        for t in (w, b):
+            assert t.abs().max() <= bound
+            if t.numel() >= 100:  # the last layer's biases are 2 draws: no spread to check
+                assert t.min() < -0.9 * bound and t.max() > 0.9 * bound
+        sigma, n = bound / math.sqrt(3), w.numel()  # the uniform's std; 5 standard errors of the sample's mean, std
+        assert abs(w.mean().item()) < 5 * sigma / math.sqrt(n)
+        assert abs(w.std().item() - sigma) < 5 * 0.45 * sigma / math.sqrt(n)
+        assert not torch.equal(w[0], w[1])
