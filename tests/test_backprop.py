@@ -252,3 +252,25 @@ def test_encoder_rates_need_all_eight_right_and_eight_distinct_corners(monkeypat
     assert correct == pytest.approx(2 / 3) and code_rate == pytest.approx(1 / 3)  # only net 1 has a 3-bit code
     assert corner == pytest.approx(1 / (1 + np.exp(6.0)), rel=1e-9)  # its units sit 0.0025 from 0 or 1
     np.testing.assert_allclose(best, bp.forward(hand[0], eye, "sigmoid", "sigmoid")["y1"])
+
+
+def test_mnist_pixels_reach_the_net_scaled_to_the_unit_interval(tmp_path, monkeypatch):
+    """uint8 pixels / 255: the net sees 0 for black and exactly 1 for white, in training and in evaluation."""
+    from seminal.core.run import Run
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    images[0, 0, 0], images[1, 0, 0] = 255, 0
+    monkeypatch.setattr(bp, "load_images", lambda name, split: (images, rng.integers(0, 10, 40)))
+    seen, real = [], bp.forward
+
+    def spy(p, x, *args, **kwargs):
+        seen.append((float(x.min()), float(x.max())))
+        return real(p, x, *args, **kwargs)
+
+    monkeypatch.setattr(bp, "forward", spy)
+    cfg = dataclasses.replace(bp.PRESETS["quick"], mnist_epochs=1, mnist_hidden=8, mnist_train_limit=0)
+    with Run(tmp_path, "backprop", 0, None, tensorboard=False) as run:
+        bp.mnist_experiment(cfg, run)
+    assert seen and all(0.0 <= lo and hi <= 1.0 for lo, hi in seen)
+    assert max(hi for _, hi in seen) == 1.0

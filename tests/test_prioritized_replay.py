@@ -268,3 +268,18 @@ def test_sampler_state_round_trip_keeps_the_leaves_and_the_largest_priority():
     b.add(4)
     np.testing.assert_allclose(b.tree.leaves[:5], [1.0, 4.0, 1.0, 1.0, 4.0])
     assert b.tree.total == pytest.approx(11.0)
+
+
+def test_the_prioritized_sampler_goes_to_the_per_arm_only(tmp_path, monkeypatch):
+    """The two arms of one seed: the uniform arm is DQN's own replay (no sampler, the preset's lr), the per arm
+    Algorithm 1's sum-tree sampler with its lr scaled by per_lr_scale (the paper's eta / 4)."""
+    calls, real = [], dqn.learn
+
+    def spy(cfg, run, sampler=None, prefix="", **kw):
+        calls.append((prefix, type(sampler).__name__ if sampler is not None else None, cfg.lr))
+        return real(cfg, run, sampler=sampler, prefix=prefix, **kw)
+
+    monkeypatch.setattr(dqn, "learn", spy)
+    execute("prioritized-replay", "quick", 1, RESUME, tmp_path, progress=False)
+    q = per.PRESETS["quick"]
+    assert calls == [("uniform/", None, q.lr), ("per/", "PrioritizedSampler", q.lr * q.per_lr_scale)]

@@ -314,6 +314,10 @@ def test_tiny_spread_run(tmp_path):
     m = _train(cfg, tmp_path)
     assert set(m) >= {"spread/qmix_return", "spread/iql_return", "spread/qmix_minus_iql", "spread/random_return"}
     assert all(math.isfinite(v) for v in m.values()) and m["spread/random_return"] < 0
+    # the paired claims' numbers are the arms' differences (a sign slip there flips a verdict, the arms stay right)
+    assert m["spread/qmix_minus_iql"] == m["spread/qmix_return"] - m["spread/iql_return"]
+    assert m["spread/qmix_over_random"] == m["spread/qmix_return"] - m["spread/random_return"]
+    assert m["spread/qmix_return"] != m["spread/random_return"]
 
 
 def test_bad_arms_are_one_line():
